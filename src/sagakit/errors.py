@@ -1,0 +1,127 @@
+"""Every error sagakit raises, under one root so callers can catch them together.
+
+::
+
+    SagakitError
+    ├── SagaDefinitionError        a saga was declared wrongly (raised at declaration)
+    ├── SerializationError         an input or a step result is not JSON
+    ├── StepTimeoutError           a step or compensation ran past its timeout
+    ├── SagaDeadlineError          the saga ran past its deadline
+    ├── CompensationImpossible     raised by a compensation: this cannot be undone, ask a human
+    ├── UnknownSagaError           no saga instance with that id
+    ├── UnregisteredSagaError      an instance's definition (name, version) is not registered
+    └── StoreError                 the saga log cannot be used
+        ├── UnsupportedDatabaseError   the --db URL names a scheme we do not support
+        ├── SchemaVersionError         the database was made by a newer sagakit
+        └── ConcurrentUpdateError      someone else appended to the same instance
+
+Driver errors are translated at the store boundary; the original stays as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+
+class SagakitError(Exception):
+    """Root of every sagakit error."""
+
+
+class SagaDefinitionError(SagakitError):
+    """A saga definition breaks a rule; raised when it is declared, never at run time."""
+
+    def __init__(self, saga: str, message: str, step: str | None = None) -> None:
+        where = f"saga {saga!r}" + (f", step {step!r}" if step else "")
+        super().__init__(f"{where}: {message}")
+        self.saga = saga
+        self.step = step
+
+
+class SerializationError(SagakitError):
+    """A saga input or a step result cannot be stored as JSON."""
+
+    def __init__(self, saga: str, what: str, cause: BaseException, step: str | None = None) -> None:
+        where = f"saga {saga!r}" + (f", step {step!r}" if step else "")
+        super().__init__(f"{where}: {what} is not JSON-serialisable: {cause}")
+        self.saga = saga
+        self.step = step
+
+
+class StepTimeoutError(SagakitError):
+    """A step's action or compensation did not finish within its timeout."""
+
+    def __init__(self, saga: str, step: str, timeout: float) -> None:
+        super().__init__(f"saga {saga!r}, step {step!r}: timed out after {timeout:g}s")
+        self.saga = saga
+        self.step = step
+        self.timeout = timeout
+
+
+class SagaDeadlineError(SagakitError):
+    """The saga did not reach its pivot before its deadline, so it compensates."""
+
+    def __init__(self, saga: str, saga_id: str) -> None:
+        super().__init__(f"saga {saga!r} ({saga_id}): deadline passed before the pivot")
+        self.saga = saga
+        self.saga_id = saga_id
+
+
+class CompensationImpossible(SagakitError):  # noqa: N818 - named for what it says, by DESIGN.md
+    """Raised by a compensation that can never succeed (the parcel was already picked up).
+
+    The engine does not retry it: the saga goes to ``needs_attention`` with this message.
+    """
+
+
+class UnknownSagaError(SagakitError):
+    """No saga instance has this id."""
+
+    def __init__(self, saga_id: str) -> None:
+        super().__init__(f"no saga instance with id {saga_id!r}")
+        self.saga_id = saga_id
+
+
+class UnregisteredSagaError(SagakitError):
+    """An instance names a definition (name, version) that this engine does not know."""
+
+    def __init__(self, name: str, version: int, known: list[str]) -> None:
+        listing = ", ".join(known) or "none"
+        super().__init__(
+            f"saga {name!r} version {version} is not registered (registered: {listing})"
+        )
+        self.name = name
+        self.version = version
+
+
+class StoreError(SagakitError):
+    """The saga log cannot be read or written."""
+
+
+class UnsupportedDatabaseError(StoreError):
+    """The database URL's scheme is not one sagakit supports."""
+
+    def __init__(self, url: str, supported: list[str]) -> None:
+        super().__init__(
+            f"unsupported database URL {url!r}: use one of "
+            + ", ".join(f"{s}://..." for s in supported)
+        )
+        self.url = url
+
+
+class SchemaVersionError(StoreError):
+    """The database's schema is newer than this sagakit understands; nothing was changed."""
+
+    def __init__(self, url: str, found: int, supported: int) -> None:
+        super().__init__(
+            f"database {url!r} has schema version {found}, newer than the {supported} this "
+            "sagakit understands; upgrade sagakit (nothing was changed)"
+        )
+        self.found = found
+        self.supported = supported
+
+
+class ConcurrentUpdateError(StoreError):
+    """Another writer appended to this instance's log first (two engines ran one saga)."""
+
+    def __init__(self, saga_id: str, seq: int) -> None:
+        super().__init__(f"saga {saga_id!r}: log position {seq} was already written")
+        self.saga_id = saga_id
+        self.seq = seq

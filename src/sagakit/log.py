@@ -1,0 +1,92 @@
+"""The saga log's vocabulary: statuses and the records every transition appends.
+
+The log is append-only; an instance's current state is a fold over its records
+(:mod:`sagakit.state`). Record payloads are JSON text, written by the engine once, so a
+store never has to encode, and nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class SagaStatus(str, Enum):
+    """Where a saga instance is in its lifecycle (see shared/DESIGN.md)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    NEEDS_ATTENTION = "needs_attention"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Nothing will happen to the instance unless an operator acts."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.NEEDS_ATTENTION}
+)
+UNFINISHED = (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+
+
+class StepStatus(str, Enum):
+    """Where one step is; derived from the log, never stored on its own."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation_failed"
+    SKIPPED = "skipped"
+
+
+class RecordType(str, Enum):
+    """What a log record says happened."""
+
+    SAGA_STARTED = "saga_started"
+    STEP_STARTED = "step_started"
+    STEP_SUCCEEDED = "step_succeeded"
+    STEP_FAILED = "step_failed"
+    SAGA_COMPENSATING = "saga_compensating"
+    COMPENSATION_STARTED = "compensation_started"
+    COMPENSATION_SUCCEEDED = "compensation_succeeded"
+    COMPENSATION_FAILED = "compensation_failed"
+    SAGA_COMPLETED = "saga_completed"
+    SAGA_COMPENSATED = "saga_compensated"
+    SAGA_NEEDS_ATTENTION = "saga_needs_attention"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One transition of one saga instance.
+
+    ``seq`` numbers an instance's records from 0 with no gaps; a store refuses a second
+    record at the same position, which is how two writers of one instance are caught.
+    ``data`` is JSON text or None: for ``step_succeeded`` the step's result itself, for
+    the other types an object whose fields are listed in :mod:`sagakit.state`.
+    """
+
+    seq: int
+    type: RecordType
+    at: float
+    step: str | None = None
+    attempt: int = 0
+    data: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """The current-state row of one instance, kept beside the log for queries."""
+
+    id: str
+    name: str
+    version: int
+    status: SagaStatus
+    created_at: float
+    updated_at: float

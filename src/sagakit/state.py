@@ -1,0 +1,190 @@
+"""An instance's current state, as a fold over its log records.
+
+The engine keeps no state of its own: it applies each record it appends to a
+:class:`SagaState`, and recovery rebuilds the same object from the stored records, so a
+resumed saga decides exactly as the crashed process would have.
+
+Record payloads (``Record.data``, JSON):
+
+================================  ==========================================================
+``saga_started``                  ``{"name", "version", "input", "steps": [{"name", "kind"}],
+                                  "deadline_at"}``
+``step_started``                  null (the idempotency key is derived, see
+                                  :func:`sagakit.engine.idempotency_key`)
+``step_succeeded``                the step's result itself
+``step_failed``                   ``{"error": {"type", "message"}, "retry_at"}``; ``retry_at``
+                                  null means the failure is final
+``saga_compensating``             ``{"reason"}``
+``compensation_started``          null
+``compensation_succeeded``        null
+``compensation_failed``           as ``step_failed``
+``saga_completed``, ``saga_compensated``  null
+``saga_needs_attention``          ``{"reason", "failed": [step names]}``
+================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sagakit.context import Results
+from sagakit.log import Record, RecordType, SagaStatus, StepStatus
+
+
+@dataclass(slots=True)
+class StepState:
+    """One step as the log tells it."""
+
+    name: str
+    kind: str
+    status: StepStatus = StepStatus.PENDING
+    attempts: int = 0
+    compensation_attempts: int = 0
+    result: str | None = None
+    error: dict[str, Any] | None = None
+    compensation_error: dict[str, Any] | None = None
+    retry_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "compensation_attempts": self.compensation_attempts,
+            "result": None if self.result is None else json.loads(self.result),
+            "error": self.error,
+            "compensation_error": self.compensation_error,
+            "retry_at": self.retry_at,
+        }
+
+
+@dataclass(slots=True)
+class SagaState:
+    """An instance's state; build it with :meth:`from_records` or by :meth:`apply`."""
+
+    id: str
+    name: str = ""
+    version: int = 0
+    status: SagaStatus = SagaStatus.PENDING
+    input: Any = None
+    deadline_at: float | None = None
+    steps: list[StepState] = field(default_factory=list)
+    by_name: dict[str, StepState] = field(default_factory=dict)
+    completed: list[str] = field(default_factory=list)
+    """Step names in the order their actions succeeded: compensation runs it backwards."""
+    raw_results: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
+    failed_compensations: list[str] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+
+    @classmethod
+    def from_records(cls, saga_id: str, records: Iterable[Record]) -> SagaState:
+        state = cls(saga_id)
+        for record in records:
+            state.apply(record)
+        return state
+
+    @property
+    def next_seq(self) -> int:
+        return len(self.records)
+
+    @property
+    def results(self) -> Results:
+        return Results(self.raw_results)
+
+    def apply(self, record: Record) -> None:  # noqa: C901 - one branch per record type
+        """Advance the state by one record; the only way the state ever changes."""
+        self.records.append(record)
+        kind = record.type
+        if kind is RecordType.STEP_STARTED:
+            step = self.by_name[record.step]  # type: ignore[index]
+            step.status = StepStatus.RUNNING
+            step.attempts = record.attempt
+            step.retry_at = None
+        elif kind is RecordType.STEP_SUCCEEDED:
+            step = self.by_name[record.step]  # type: ignore[index]
+            step.status = StepStatus.SUCCEEDED
+            step.result = record.data
+            self.raw_results[step.name] = record.data  # type: ignore[assignment]
+            self.completed.append(step.name)
+        elif kind is RecordType.STEP_FAILED:
+            step = self.by_name[record.step]  # type: ignore[index]
+            data = json.loads(record.data)  # type: ignore[arg-type]
+            step.status = StepStatus.FAILED
+            step.error = data["error"]
+            step.retry_at = data["retry_at"]
+        elif kind is RecordType.COMPENSATION_STARTED:
+            step = self.by_name[record.step]  # type: ignore[index]
+            step.status = StepStatus.COMPENSATING
+            step.compensation_attempts = record.attempt
+            step.retry_at = None
+        elif kind is RecordType.COMPENSATION_SUCCEEDED:
+            self.by_name[record.step].status = StepStatus.COMPENSATED  # type: ignore[index]
+        elif kind is RecordType.COMPENSATION_FAILED:
+            step = self.by_name[record.step]  # type: ignore[index]
+            data = json.loads(record.data)  # type: ignore[arg-type]
+            step.status = StepStatus.COMPENSATION_FAILED
+            step.compensation_error = data["error"]
+            step.retry_at = data["retry_at"]
+        elif kind is RecordType.SAGA_STARTED:
+            self._start(json.loads(record.data))  # type: ignore[arg-type]
+        elif kind is RecordType.SAGA_COMPENSATING:
+            self.status = SagaStatus.COMPENSATING
+            self.reason = json.loads(record.data)["reason"]  # type: ignore[arg-type]
+        elif kind is RecordType.SAGA_COMPLETED:
+            self.status = SagaStatus.COMPLETED
+        elif kind is RecordType.SAGA_COMPENSATED:
+            self.status = SagaStatus.COMPENSATED
+            self._skip_pending()
+        elif kind is RecordType.SAGA_NEEDS_ATTENTION:
+            data = json.loads(record.data)  # type: ignore[arg-type]
+            self.status = SagaStatus.NEEDS_ATTENTION
+            self.reason = data["reason"]
+            self.failed_compensations = list(data["failed"])
+            self._skip_pending()
+
+    def _start(self, data: dict[str, Any]) -> None:
+        self.name = data["name"]
+        self.version = data["version"]
+        self.input = data["input"]
+        self.deadline_at = data["deadline_at"]
+        self.status = SagaStatus.RUNNING
+        self.steps = [StepState(s["name"], s["kind"]) for s in data["steps"]]
+        self.by_name = {s.name: s for s in self.steps}
+
+    def _skip_pending(self) -> None:
+        for step in self.steps:
+            if step.status is StepStatus.PENDING:
+                step.status = StepStatus.SKIPPED
+
+    def as_dict(self, events: bool = True) -> dict[str, Any]:
+        """The JSON shape ``sagakit show --json`` prints (``list --json`` without events)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "status": self.status.value,
+            "input": self.input,
+            "reason": self.reason,
+            "failed_compensations": self.failed_compensations,
+            "started_at": self.records[0].at if self.records else None,
+            "updated_at": self.records[-1].at if self.records else None,
+            "steps": [s.as_dict() for s in self.steps],
+        }
+        if events:
+            out["events"] = [
+                {
+                    "seq": r.seq,
+                    "type": r.type.value,
+                    "at": r.at,
+                    "step": r.step,
+                    "attempt": r.attempt,
+                    "data": None if r.data is None else json.loads(r.data),
+                }
+                for r in self.records
+            ]
+        return out
