@@ -36,6 +36,7 @@ __all__ = [
     "SagaDefinitionError",
     "SagaResult",
     "SagaState",
+    "SagaStatus",
     "SagakitError",
     "SchemaVersionError",
     "SerializationError",

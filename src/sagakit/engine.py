@@ -145,8 +145,12 @@ class Engine:
         step = run.plan.saga.steps[0]
         run.record_new(_START, step.name, 1, None)
         instance = Instance(
-            run.state.id, run.plan.saga.name, run.plan.saga.version, SagaStatus.RUNNING,
-            run.state.records[0].at, run.state.records[-1].at,
+            run.state.id,
+            run.plan.saga.name,
+            run.plan.saga.version,
+            SagaStatus.RUNNING,
+            run.state.records[0].at,
+            run.state.records[-1].at,
         )
         if not await self.store.create(instance, run.pending):
             return await self._existing(run.state.id)
@@ -185,10 +189,8 @@ class _Plan:
     def __init__(self, saga: Saga) -> None:
         self.saga = saga
         self.steps_json = json.dumps([{"name": s.name, "kind": s.kind.value} for s in saga.steps])
-        self.head = '{"name":%s,"version":%d,"steps":%s,' % (
-            json.dumps(saga.name),
-            saga.version,
-            self.steps_json,
+        self.head = (
+            f'{{"name":{json.dumps(saga.name)},"version":{saga.version},"steps":{self.steps_json},'
         )
 
     def start_data(self, saga_id: str, input: Any, now: float) -> str:
@@ -239,7 +241,9 @@ class _Run:
         self.state.apply(record)
         self.pending.append(record)
 
-    def record_new(self, kind: RecordType, step: str | None, attempt: int, data: str | None) -> None:
+    def record_new(
+        self, kind: RecordType, step: str | None, attempt: int, data: str | None
+    ) -> None:
         self.record(Record(self.state.next_seq, kind, time.time(), step, attempt, data))
 
     async def flush(self) -> None:
@@ -297,10 +301,10 @@ class _Run:
         state, saga = self.state, self.plan.saga
         step_state = self._next_to_compensate()
         if step_state is None:
-            failed = [s.name for s in state.steps if s.status is StepStatus.COMPENSATION_FAILED]
-            if failed:
+            stuck = [s.name for s in state.steps if s.status is StepStatus.COMPENSATION_FAILED]
+            if stuck:
                 self._needs_attention(
-                    f"{state.reason}; compensation did not finish for {', '.join(failed)}", failed
+                    f"{state.reason}; compensation did not finish for {', '.join(stuck)}", stuck
                 )
             else:
                 self.record_new(RecordType.SAGA_COMPENSATED, None, 0, None)
@@ -420,13 +424,17 @@ async def _call(
     try:
         return _Outcome(result=_ENCODE(value))
     except (TypeError, ValueError) as cause:
-        error = SerializationError(saga, "the result", cause, step)
-        return _Outcome(error=_describe(error), exception=error)
+        refused = SerializationError(saga, "the result", cause, step)
+        return _Outcome(error=_describe(refused), exception=refused)
 
 
 def _describe(error: BaseException) -> dict[str, str]:
     kind = type(error)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
     return {"type": name, "message": str(error) or name}
 
 

@@ -1,0 +1,296 @@
+"""The embedded saga log: one SQLite file in WAL mode, every commit fsynced.
+
+Writes are group-committed: a write queues up and the next turn of the event loop commits
+every queued write in one transaction, so the sagas that were ready together share one
+fsync. A caller's ``create``/``append`` returns only after its own records are durable, so
+the engine's write-ahead rule holds. Each write runs under its own savepoint, so one saga's
+conflict never fails another's.
+
+The commit runs on the event loop's thread. Handing it to a worker thread would let the loop
+run during the fsync, but on the 2-core machines we measure on a thread round trip cost
+about 400 us, more than the fsync itself (about 350 us), so it halved throughput; blocking
+the loop for one fsync, shared by every ready saga, is the better trade for an embedded log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sagakit.errors import (
+    ConcurrentUpdateError,
+    SagakitError,
+    SchemaVersionError,
+    StoreError,
+    UnknownSagaError,
+)
+from sagakit.log import UNFINISHED, Instance, Record, RecordType, SagaStatus
+from sagakit.store.base import StoredSaga
+
+T = TypeVar("T")
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE sagas (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        "CREATE INDEX sagas_by_status ON sagas (status, created_at)",
+        """CREATE TABLE saga_log (
+            saga_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            at REAL NOT NULL,
+            step TEXT,
+            attempt INTEGER NOT NULL,
+            data TEXT,
+            PRIMARY KEY (saga_id, seq)
+        ) WITHOUT ROWID""",
+        """CREATE TRIGGER saga_log_no_update BEFORE UPDATE ON saga_log
+           BEGIN SELECT RAISE(ABORT, 'saga_log is append-only'); END""",
+        """CREATE TRIGGER saga_log_no_delete BEFORE DELETE ON saga_log
+           BEGIN SELECT RAISE(ABORT, 'saga_log is append-only'); END""",
+    ),
+)
+"""Forward-only schema migrations; the schema version is how many have been applied."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_Write = Callable[[sqlite3.Connection], Any]
+
+
+def path_of(url: str) -> str:
+    """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise StoreError(
+            f"invalid SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs.db"
+        )
+    return url[len(prefix) :]
+
+
+class SqliteStore:
+    """A :class:`~sagakit.store.base.Store` in one SQLite file, for one machine."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = path_of(url)
+        self._conn: sqlite3.Connection | None = None
+        self._queue: list[tuple[_Write, asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
+
+    @classmethod
+    async def open(cls, url: str) -> SqliteStore:
+        """Open the file (creating it if missing) and migrate it to the current schema.
+
+        A file whose schema is newer than this code is refused with
+        :class:`SchemaVersionError` before anything is written to it.
+        """
+        store = cls(url)
+        store._conn = store._guarded(store._connect)
+        return store
+
+    # -- the Store protocol ------------------------------------------------------------------
+
+    async def create(self, instance: Instance, records: Sequence[Record]) -> bool:
+        row = (
+            instance.id,
+            instance.name,
+            instance.version,
+            instance.status.value,
+            instance.created_at,
+            instance.updated_at,
+        )
+        rows = _rows(instance.id, records)
+
+        def write(conn: sqlite3.Connection) -> bool:
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO sagas VALUES (?, ?, ?, ?, ?, ?)", row
+            ).rowcount
+            if not inserted:
+                return False
+            conn.executemany("INSERT INTO saga_log VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            return True
+
+        result: bool = await self._write(write)
+        return result
+
+    async def append(self, saga_id: str, records: Sequence[Record], status: SagaStatus) -> None:
+        rows = _rows(saga_id, records)
+        update = (status.value, records[-1].at, saga_id)
+
+        def write(conn: sqlite3.Connection) -> None:
+            if not conn.execute(
+                "UPDATE sagas SET status = ?, updated_at = ? WHERE id = ?", update
+            ).rowcount:
+                raise UnknownSagaError(saga_id)
+            try:
+                conn.executemany("INSERT INTO saga_log VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            except sqlite3.IntegrityError as error:
+                raise ConcurrentUpdateError(saga_id, records[0].seq) from error
+
+        await self._write(write)
+
+    async def load(self, saga_id: str) -> StoredSaga | None:
+        def read(conn: sqlite3.Connection) -> StoredSaga | None:
+            row = conn.execute("SELECT * FROM sagas WHERE id = ?", (saga_id,)).fetchone()
+            if row is None:
+                return None
+            log = conn.execute(
+                "SELECT seq, type, at, step, attempt, data FROM saga_log"
+                " WHERE saga_id = ? ORDER BY seq",
+                (saga_id,),
+            ).fetchall()
+            return StoredSaga(_instance(row), [_record(r) for r in log])
+
+        return self._guarded(read)
+
+    async def instances(
+        self, status: SagaStatus | None = None, limit: int | None = None
+    ) -> list[Instance]:
+        where = "WHERE status = ?" if status else ""
+        params: list[object] = [status.value] if status else []
+        sql = f"SELECT * FROM sagas {where} ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        params.append(-1 if limit is None else limit)
+        return self._guarded(lambda conn: [_instance(r) for r in conn.execute(sql, params)])
+
+    async def unfinished(self) -> list[Instance]:
+        marks = ", ".join("?" for _ in UNFINISHED)
+        sql = f"SELECT * FROM sagas WHERE status IN ({marks}) ORDER BY created_at, rowid"
+        params = [s.value for s in UNFINISHED]
+        return self._guarded(lambda conn: [_instance(r) for r in conn.execute(sql, params)])
+
+    async def close(self) -> None:
+        if self._queue:
+            self._flush()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- group commit -------------------------------------------------------------------------
+
+    def _guarded(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the connection, translating driver errors at the boundary."""
+        try:
+            return fn(self._conn)  # type: ignore[arg-type]  # None only inside _connect
+        except sqlite3.Error as error:
+            raise StoreError(f"SQLite saga log {self.path!r}: {error}") from error
+
+    async def _write(self, write: _Write) -> Any:
+        """Queue a write for the next group commit and wait until it is durable."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((write, done))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await done
+
+    def _flush(self) -> None:
+        """Commit every queued write in one transaction and settle their futures."""
+        self._flush_scheduled = False
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        try:
+            outcomes = self._guarded(lambda conn: _commit(conn, [w for w, _ in batch]))
+        except Exception as error:
+            outcomes = [(False, error)] * len(batch)
+        for (_, done), (ok, value) in zip(batch, outcomes, strict=True):
+            if done.done():  # the caller was cancelled; its write landed anyway
+                continue
+            if ok:
+                done.set_result(value)
+            else:
+                done.set_exception(value)
+
+    def _connect(self, _: object) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            _check_version(conn, self.url)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=10000")
+            _migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+
+def _check_version(conn: sqlite3.Connection, url: str) -> None:
+    """Refuse a database made by a newer sagakit, before anything is written to it."""
+    version = _schema_version(conn)
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(url, version, SCHEMA_VERSION)
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sagakit_schema'"
+    ).fetchone()
+    if not exists:
+        return 0
+    row = conn.execute("SELECT max(version) FROM sagakit_schema").fetchone()
+    return int(row[0] or 0)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Apply the missing migrations in one transaction (a concurrent opener waits)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS sagakit_schema (version INTEGER NOT NULL, applied_at "
+            "TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+        )
+        current = _schema_version(conn)
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version - 1]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO sagakit_schema (version) VALUES (?)", (version,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _commit(conn: sqlite3.Connection, writes: list[_Write]) -> list[tuple[bool, Any]]:
+    """One transaction for many writes, each isolated by a savepoint; one fsync in all."""
+    outcomes: list[tuple[bool, Any]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for write in writes:
+            conn.execute("SAVEPOINT w")
+            try:
+                outcomes.append((True, write(conn)))
+            except (sqlite3.IntegrityError, SagakitError) as error:
+                conn.execute("ROLLBACK TO w")
+                outcomes.append((False, error))
+            conn.execute("RELEASE w")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+def _rows(saga_id: str, records: Sequence[Record]) -> list[tuple[Any, ...]]:
+    return [(saga_id, r.seq, r.type.value, r.at, r.step, r.attempt, r.data) for r in records]
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    return Record(row[0], RecordType(row[1]), row[2], row[3], row[4], row[5])
+
+
+def _instance(row: tuple[Any, ...]) -> Instance:
+    return Instance(row[0], row[1], row[2], SagaStatus(row[3]), row[4], row[5])

@@ -1,0 +1,171 @@
+"""The contract every :class:`~sagakit.store.base.Store` must keep.
+
+Subclass :class:`StoreContract` in a test module and provide a ``store`` fixture that
+yields a fresh, empty store; every test here then runs against it::
+
+    class TestMyStore(StoreContract):
+        @pytest.fixture
+        async def store(self) -> AsyncIterator[Store]:
+            store = await MyStore.open(...)
+            yield store
+            await store.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from sagakit.engine import Engine
+from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
+from sagakit.log import Instance, Record, RecordType, SagaStatus
+from sagakit.saga import Saga
+from sagakit.state import SagaState
+from sagakit.store.base import Store
+
+
+def instance(saga_id: str, status: SagaStatus = SagaStatus.RUNNING, at: float = 0.0) -> Instance:
+    at = at or time.time()
+    return Instance(saga_id, "contract", 1, status, at, at)
+
+
+def started(at: float = 0.0) -> Record:
+    data = '{"name":"contract","version":1,"steps":[],"deadline_at":null,"input":null}'
+    return Record(0, RecordType.SAGA_STARTED, at or time.time(), data=data)
+
+
+def step_record(
+    seq: int, kind: RecordType = RecordType.STEP_STARTED, data: str | None = None
+) -> Record:
+    return Record(seq, kind, time.time(), "charge", seq, data)
+
+
+class StoreContract:
+    """Behaviour the engine and the CLI rely on; subclasses supply the ``store`` fixture."""
+
+    async def test_create_then_load_round_trips_every_field(self, store: Store) -> None:
+        first = [started(), step_record(1, data='{"ünïcode":"✓","n":[1,2.5,null]}')]
+        assert await store.create(instance("a"), first)
+        loaded = await store.load("a")
+        assert loaded is not None
+        assert loaded.records == first
+        assert loaded.instance.id == "a"
+        assert loaded.instance.status is SagaStatus.RUNNING
+        assert (loaded.instance.name, loaded.instance.version) == ("contract", 1)
+
+    async def test_create_is_idempotent_on_the_id(self, store: Store) -> None:
+        assert await store.create(instance("a"), [started()])
+        assert not await store.create(
+            instance("a", SagaStatus.COMPLETED), [started(), step_record(1)]
+        )
+        loaded = await store.load("a")
+        assert loaded is not None
+        assert len(loaded.records) == 1
+        assert loaded.instance.status is SagaStatus.RUNNING
+
+    async def test_load_of_unknown_id_is_none(self, store: Store) -> None:
+        assert await store.load("nope") is None
+
+    async def test_append_continues_the_log_and_sets_status(self, store: Store) -> None:
+        await store.create(instance("a"), [started()])
+        await store.append(
+            "a",
+            [step_record(1), step_record(2, RecordType.STEP_SUCCEEDED, "7")],
+            SagaStatus.RUNNING,
+        )
+        last = step_record(3, RecordType.SAGA_COMPLETED)
+        await store.append("a", [last], SagaStatus.COMPLETED)
+        loaded = await store.load("a")
+        assert loaded is not None
+        assert [r.seq for r in loaded.records] == [0, 1, 2, 3]
+        assert loaded.records[2].data == "7"
+        assert loaded.instance.status is SagaStatus.COMPLETED
+        assert loaded.instance.updated_at == pytest.approx(last.at)
+
+    async def test_append_at_a_taken_position_is_refused_and_changes_nothing(
+        self, store: Store
+    ) -> None:
+        await store.create(instance("a"), [started(), step_record(1)])
+        with pytest.raises(ConcurrentUpdateError):
+            await store.append("a", [step_record(1), step_record(2)], SagaStatus.COMPENSATING)
+        loaded = await store.load("a")
+        assert loaded is not None
+        assert len(loaded.records) == 2
+        assert loaded.instance.status is SagaStatus.RUNNING
+
+    async def test_append_to_unknown_instance_is_refused(self, store: Store) -> None:
+        with pytest.raises(UnknownSagaError):
+            await store.append("ghost", [step_record(1)], SagaStatus.RUNNING)
+
+    async def test_one_failing_write_does_not_fail_concurrent_ones(self, store: Store) -> None:
+        ids = [f"s{i}" for i in range(20)]
+        await asyncio.gather(*(store.create(instance(i), [started()]) for i in ids))
+        bad = store.append("s0", [step_record(0)], SagaStatus.RUNNING)
+        good = [store.append(i, [step_record(1)], SagaStatus.RUNNING) for i in ids]
+        outcomes = await asyncio.gather(bad, *good, return_exceptions=True)
+        assert isinstance(outcomes[0], ConcurrentUpdateError)
+        assert outcomes[1:] == [None] * len(ids)
+        for saga_id in ids:
+            loaded = await store.load(saga_id)
+            assert loaded is not None and len(loaded.records) == 2
+
+    async def test_many_concurrent_sagas_all_land(self, store: Store) -> None:
+        async def one(saga_id: str) -> None:
+            await store.create(instance(saga_id), [started()])
+            for seq in range(1, 6):
+                await store.append(saga_id, [step_record(seq)], SagaStatus.RUNNING)
+            await store.append(
+                saga_id, [step_record(6, RecordType.SAGA_COMPLETED)], SagaStatus.COMPLETED
+            )
+
+        await asyncio.gather(*(one(f"c{i}") for i in range(200)))
+        done = await store.instances(SagaStatus.COMPLETED)
+        assert len(done) == 200
+        loaded = await store.load("c123")
+        assert loaded is not None and [r.seq for r in loaded.records] == list(range(7))
+
+    async def test_instances_newest_first_filtered_and_limited(self, store: Store) -> None:
+        for i, status in enumerate(
+            [SagaStatus.COMPLETED, SagaStatus.RUNNING, SagaStatus.COMPLETED]
+        ):
+            await store.create(instance(f"i{i}", status, at=1000.0 + i), [started(1000.0 + i)])
+        assert [i.id for i in await store.instances()] == ["i2", "i1", "i0"]
+        assert [i.id for i in await store.instances(SagaStatus.COMPLETED)] == ["i2", "i0"]
+        assert [i.id for i in await store.instances(limit=1)] == ["i2"]
+
+    async def test_unfinished_is_oldest_first_and_excludes_terminal(self, store: Store) -> None:
+        statuses = [
+            SagaStatus.COMPENSATING,
+            SagaStatus.COMPLETED,
+            SagaStatus.RUNNING,
+            SagaStatus.NEEDS_ATTENTION,
+            SagaStatus.COMPENSATED,
+        ]
+        for i, status in enumerate(statuses):
+            await store.create(instance(f"u{i}", status, at=2000.0 + i), [started(2000.0 + i)])
+        assert [i.id for i in await store.unfinished()] == ["u0", "u2"]
+
+    async def test_engine_state_survives_the_round_trip(self, store: Store) -> None:
+        saga = Saga("contract_engine")
+
+        async def charge(ctx: object) -> dict[str, object]:
+            return {"payment_id": "p-1", "amount": 12.5}
+
+        async def refund(ctx: object) -> None:
+            return None
+
+        async def reserve(ctx: object) -> None:
+            raise RuntimeError("out of stock")
+
+        saga.add(charge, compensate=refund).add(reserve, compensate=refund)
+        engine = Engine(store, [saga])
+        result = await engine.run(saga, {"order": 1}, saga_id="rt")
+        assert result.status is SagaStatus.COMPENSATED
+        loaded = await store.load("rt")
+        assert loaded is not None
+        rebuilt = SagaState.from_records("rt", loaded.records)
+        assert rebuilt.as_dict() == (await engine.status("rt")).as_dict()
+        assert rebuilt.steps[0].status.value == "compensated"
+        assert loaded.instance.status is SagaStatus.COMPENSATED

@@ -1,0 +1,14 @@
+"""The store contract, against the in-memory store."""
+
+from __future__ import annotations
+
+import pytest
+
+from sagakit.store import MemoryStore, Store
+from sagakit.testing.store_contract import StoreContract
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self) -> Store:
+        return MemoryStore()

@@ -1,0 +1,105 @@
+"""The store contract against SQLite, plus what only a file-backed log must do."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sagakit import SagaStatus, SchemaVersionError, StoreError, UnsupportedDatabaseError, open_store
+from sagakit.store import Store
+from sagakit.store.sqlite import SCHEMA_VERSION, SqliteStore
+from sagakit.testing.store_contract import StoreContract, instance, started, step_record
+
+
+class TestSqliteStore(StoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
+        store = await open_store(f"sqlite:///{tmp_path}/log.db")
+        yield store
+        await store.close()
+
+
+async def test_records_survive_closing_and_reopening(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/log.db"
+    store = await open_store(url)
+    await store.create(instance("a"), [started(), step_record(1)])
+    await store.close()
+    again = await open_store(url)
+    loaded = await again.load("a")
+    await again.close()
+    assert loaded is not None and [r.seq for r in loaded.records] == [0, 1]
+
+
+async def test_pragmas_make_every_commit_durable(tmp_path: Path) -> None:
+    store = await SqliteStore.open(f"sqlite:///{tmp_path}/log.db")
+    mode = store._guarded(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
+    sync = store._guarded(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+    await store.close()
+    assert (mode, sync) == ("wal", 2)  # 2 is FULL
+
+
+async def test_the_log_is_append_only(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    store = await open_store(f"sqlite:///{path}")
+    await store.create(instance("a"), [started()])
+    await store.close()
+    conn = sqlite3.connect(path)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE saga_log SET type = 'x'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM saga_log")
+    conn.close()
+
+
+async def test_newer_schema_is_refused_and_the_file_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    store = await open_store(f"sqlite:///{path}")
+    await store.create(instance("a"), [started()])
+    await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO sagakit_schema (version) VALUES (?)", (SCHEMA_VERSION + 1,))
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(SchemaVersionError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        await open_store(f"sqlite:///{path}")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+async def test_reopening_does_not_migrate_twice(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/log.db"
+    for _ in range(2):
+        await (await open_store(url)).close()
+    conn = sqlite3.connect(tmp_path / "log.db")
+    versions = [v for (v,) in conn.execute("SELECT version FROM sagakit_schema")]
+    conn.close()
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="notes.db"):
+        await open_store(f"sqlite:///{path}")
+    assert path.read_bytes() == b"this is not sqlite" * 100
+
+
+async def test_unsupported_scheme_names_the_supported_ones() -> None:
+    with pytest.raises(
+        UnsupportedDatabaseError, match=r"sqlite://.*memory://|memory://.*sqlite://"
+    ):
+        await open_store("mongodb://localhost/x")
+
+
+async def test_status_column_matches_the_log(tmp_path: Path) -> None:
+    store = await open_store(f"sqlite:///{tmp_path}/log.db")
+    await store.create(instance("a"), [started()])
+    await store.append("a", [step_record(1)], SagaStatus.COMPENSATING)
+    rows = await store.instances(SagaStatus.COMPENSATING)
+    await store.close()
+    assert [r.id for r in rows] == ["a"]
