@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from sagakit.codec import decode
 
 
 class Results(Mapping[str, Any]):
@@ -21,7 +22,7 @@ class Results(Mapping[str, Any]):
         self._raw = raw
 
     def __getitem__(self, step: str) -> Any:
-        return json.loads(self._raw[step])
+        return decode(self._raw[step])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._raw)
@@ -33,7 +34,7 @@ class Results(Mapping[str, Any]):
         return f"Results({dict(self.items())!r})"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StepContext:
     """Handed to a step's action.
 
@@ -50,7 +51,7 @@ class StepContext:
     results: Results
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CompensationContext:
     """Handed to a step's compensation.
 

@@ -12,13 +12,13 @@ next ones that cannot, so a three-step saga costs four commits.
 from __future__ import annotations
 
 import asyncio
-import json
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sagakit.codec import ENCODE_ERRORS, decode, encode
 from sagakit.context import CompensationContext, Results, StepContext
 from sagakit.errors import (
     CompensationImpossible,
@@ -39,7 +39,7 @@ _START = RecordType.STEP_STARTED
 _COMP_START = RecordType.COMPENSATION_STARTED
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SagaResult:
     """What became of a saga instance (so far, if ``status`` is not terminal)."""
 
@@ -72,7 +72,8 @@ class Engine:
     def __init__(self, store: Store, sagas: Iterable[Saga] = ()) -> None:
         self.store = store
         self._sagas: dict[tuple[str, int], _Plan] = {}
-        self._active: dict[str, asyncio.Future[SagaResult]] = {}
+        self._active: dict[str, list[asyncio.Future[SagaResult]]] = {}
+        """Instances this engine is driving now, with whoever else waits for them."""
         for saga in sagas:
             self.register(saga)
 
@@ -98,14 +99,10 @@ class Engine:
         """
         self.register(saga)
         plan = self._sagas[(saga.name, saga.version)]
-        saga_id = saga_id or uuid.uuid4().hex
-        running = self._active.get(saga_id)
-        if running is not None:
-            return await asyncio.shield(running)
-        now = time.time()
-        start = Record(0, RecordType.SAGA_STARTED, now, data=plan.start_data(saga_id, input, now))
-        run = _Run(self.store, plan, SagaState(saga_id))
-        run.record(start)
+        saga_id = saga_id or os.urandom(16).hex()
+        if saga_id in self._active:
+            return await self._join(saga_id)
+        run = _Run(self.store, plan, plan.begin(saga_id, input))
         return await self._track(saga_id, self._start(run))
 
     async def resume(self) -> list[SagaResult]:
@@ -115,9 +112,8 @@ class Engine:
 
     async def resume_saga(self, saga_id: str) -> SagaResult:
         """Carry on one instance from its log; a terminal one is returned as it is."""
-        running = self._active.get(saga_id)
-        if running is not None:
-            return await asyncio.shield(running)
+        if saga_id in self._active:
+            return await self._join(saga_id)
         return await self._track(saga_id, self._resume(saga_id))
 
     async def status(self, saga_id: str) -> SagaState:
@@ -127,33 +123,34 @@ class Engine:
             raise UnknownSagaError(saga_id)
         return SagaState.from_records(saga_id, stored.records)
 
+    async def _join(self, saga_id: str) -> SagaResult:
+        """Wait for the outcome of an instance this engine is already driving."""
+        waiter: asyncio.Future[SagaResult] = asyncio.get_running_loop().create_future()
+        self._active[saga_id].append(waiter)
+        return await waiter
+
     async def _track(self, saga_id: str, work: Awaitable[SagaResult]) -> SagaResult:
-        done: asyncio.Future[SagaResult] = asyncio.get_running_loop().create_future()
-        self._active[saga_id] = done
+        self._active[saga_id] = waiters = []
         try:
             result = await work
         except BaseException as error:
-            done.set_exception(error)
-            done.exception()  # mark retrieved: nobody else may be waiting
+            for waiter in waiters:
+                waiter.set_exception(error)
             raise
         finally:
             del self._active[saga_id]
-        done.set_result(result)
+        for waiter in waiters:
+            waiter.set_result(result)
         return result
 
     async def _start(self, run: _Run) -> SagaResult:
-        step = run.plan.saga.steps[0]
-        run.record_new(_START, step.name, 1, None)
-        instance = Instance(
-            run.state.id,
-            run.plan.saga.name,
-            run.plan.saga.version,
-            SagaStatus.RUNNING,
-            run.state.records[0].at,
-            run.state.records[-1].at,
-        )
-        if not await self.store.create(instance, run.pending):
-            return await self._existing(run.state.id)
+        """Create the instance with its first ``step_started``, then drive it."""
+        state, saga = run.state, run.plan.saga
+        run.record_new(_START, saga.steps[0].name, 1, None)
+        at = state.records[0].at
+        instance = Instance(state.id, saga.name, saga.version, SagaStatus.RUNNING, at, at)
+        if not await self.store.create(instance, state.records):
+            return await self._existing(state.id)
         run.pending = []
         return await run.drive()
 
@@ -188,18 +185,31 @@ class _Plan:
 
     def __init__(self, saga: Saga) -> None:
         self.saga = saga
-        self.steps_json = json.dumps([{"name": s.name, "kind": s.kind.value} for s in saga.steps])
+        self.steps_meta = [{"name": s.name, "kind": s.kind.value} for s in saga.steps]
         self.head = (
-            f'{{"name":{json.dumps(saga.name)},"version":{saga.version},"steps":{self.steps_json},'
+            f'{{"name":{encode(saga.name)},"version":{saga.version},'
+            f'"steps":{encode(self.steps_meta)},'
         )
 
-    def start_data(self, saga_id: str, input: Any, now: float) -> str:
+    def begin(self, saga_id: str, input: Any) -> SagaState:
+        """A state holding just the ``saga_started`` record; raises if input is not JSON."""
         try:
-            encoded = _ENCODE(input)
-        except (TypeError, ValueError) as error:
+            encoded = encode(input)
+        except ENCODE_ERRORS as error:
             raise SerializationError(self.saga.name, "the input", error) from error
-        deadline = "null" if self.saga.deadline is None else repr(now + self.saga.deadline)
-        return f'{self.head}"deadline_at":{deadline},"input":{encoded}}}'
+        now = time.time()
+        deadline_at = None if self.saga.deadline is None else now + self.saga.deadline
+        data = f'{self.head}"deadline_at":{encode(deadline_at)},"input":{encoded}}}'
+        started = {
+            "name": self.saga.name,
+            "version": self.saga.version,
+            "steps": self.steps_meta,
+            "deadline_at": deadline_at,
+            "input": decode(encoded),  # a copy: the caller may change its input later
+        }
+        state = SagaState(saga_id)
+        state.apply(Record(0, RecordType.SAGA_STARTED, now, None, 0, data), started)
+        return state
 
 
 def idempotency_key(saga_id: str, step: str, role: str = "action") -> str:
@@ -237,14 +247,13 @@ class _Run:
         self.state = state
         self.pending: list[Record] = []
 
-    def record(self, record: Record) -> None:
-        self.state.apply(record)
-        self.pending.append(record)
-
     def record_new(
         self, kind: RecordType, step: str | None, attempt: int, data: str | None
     ) -> None:
-        self.record(Record(self.state.next_seq, kind, time.time(), step, attempt, data))
+        """Apply a new record to the state now; it is committed at the next :meth:`flush`."""
+        record = Record(len(self.state.records), kind, time.time(), step, attempt, data)
+        self.state.apply(record)
+        self.pending.append(record)
 
     async def flush(self) -> None:
         if self.pending:
@@ -264,25 +273,41 @@ class _Run:
                 return SagaResult.of(state)
 
     async def _forward(self) -> None:
+        """Run the next step's action once (this is the hot path, so it is written flat)."""
         state, saga = self.state, self.plan.saga
-        step_state = next((s for s in state.steps if s.status is not StepStatus.SUCCEEDED), None)
-        if step_state is None:
+        if state.cursor == len(state.steps):
             self.record_new(RecordType.SAGA_COMPLETED, None, 0, None)
             return
-        step = saga.get(step_state.name)
+        step_state = state.steps[state.cursor]
+        step = saga.steps[state.cursor]
         before_pivot = step.kind is not StepKind.RETRIABLE
-        if step_state.status is not StepStatus.RUNNING:
-            await self._wait_for_retry(step_state)
-            if before_pivot and self._past_deadline():
+        if step_state.status is not StepStatus.RUNNING:  # else: a call cut short by a crash
+            if step_state.retry_at is not None:
+                await self._wait_for_retry(step_state)
+            if before_pivot and state.deadline_at is not None and time.time() >= state.deadline_at:
                 self._begin_compensation(str(SagaDeadlineError(saga.name, state.id)))
                 return
             self.record_new(_START, step.name, step_state.attempts + 1, None)
-        await self.flush()
+        if self.pending:
+            await self.flush()
         attempt = step_state.attempts
-        key = idempotency_key(state.id, step.name)
+        key = f"{state.id}:{step.name}:action"
         ctx = StepContext(state.id, saga.name, step.name, attempt, key, state.input, state.results)
-        timeout = self._timeout(step, before_pivot)
-        outcome = await _call(step.action, step.action_is_async, ctx, timeout, saga.name, step.name)
+        if step.timeout is None and state.deadline_at is None and step.action_is_async:
+            try:
+                value = await step.action(ctx)  # type: ignore[misc]
+            except Exception as error:
+                outcome = _Outcome(error=_describe(error), exception=error)
+            else:
+                outcome = _recorded(value, saga.name, step.name)
+        else:
+            timeout, by_deadline = self._timeout(step, before_pivot)
+            outcome = await _call(
+                step.action, step.action_is_async, ctx, timeout, saga.name, step.name
+            )
+            if by_deadline and isinstance(outcome.exception, StepTimeoutError):
+                late = SagaDeadlineError(saga.name, state.id)
+                outcome = _Outcome(error=_describe(late), exception=late)
         if outcome.error is None:
             self.record_new(RecordType.STEP_SUCCEEDED, step.name, attempt, outcome.result)
             return
@@ -324,7 +349,7 @@ class _Run:
             idempotency_key(state.id, step.name, "compensation"),
             idempotency_key(state.id, step.name),
             state.input,
-            None if step_state.result is None else json.loads(step_state.result),
+            None if step_state.result is None else decode(step_state.result),
             step_state.error,
             state.results,
         )
@@ -367,21 +392,21 @@ class _Run:
         data = _dumps({"reason": reason, "failed": failed})
         self.record_new(RecordType.SAGA_NEEDS_ATTENTION, None, 0, data)
 
-    def _past_deadline(self) -> bool:
-        deadline = self.state.deadline_at
-        return deadline is not None and time.time() >= deadline
-
-    def _timeout(self, step: Step, before_pivot: bool) -> float | None:
+    def _timeout(self, step: Step, before_pivot: bool) -> tuple[float | None, bool]:
+        """The call's time limit, and whether it is the saga's deadline that sets it."""
         deadline = self.state.deadline_at
         if deadline is None or not before_pivot:
-            return step.timeout
+            return step.timeout, False
         left = max(deadline - time.time(), 0.0)
-        return left if step.timeout is None else min(step.timeout, left)
+        if step.timeout is None or left < step.timeout:
+            return left, True
+        return step.timeout, False
 
     @staticmethod
     def _retry_at(policy: Retry, attempt: int, outcome: _Outcome) -> float | None:
         error = outcome.exception
-        if error is None or isinstance(error, (SerializationError, CompensationImpossible)):
+        final = (SerializationError, CompensationImpossible, SagaDeadlineError)
+        if error is None or isinstance(error, final):
             return None
         if not policy.allows_another(attempt, error):
             return None
@@ -421,9 +446,14 @@ async def _call(
         return _Outcome(error=_describe(error), exception=error)
     if isinstance(ctx, CompensationContext):
         return _Outcome()
+    return _recorded(value, saga, step)
+
+
+def _recorded(value: Any, saga: str, step: str) -> _Outcome:
+    """The outcome of an action that returned ``value``: its JSON, or why it has none."""
     try:
-        return _Outcome(result=_ENCODE(value))
-    except (TypeError, ValueError) as cause:
+        return _Outcome(result=encode(value))
+    except ENCODE_ERRORS as cause:
         refused = SerializationError(saga, "the result", cause, step)
         return _Outcome(error=_describe(refused), exception=refused)
 
@@ -438,6 +468,4 @@ def _describe(error: BaseException) -> dict[str, str]:
     return {"type": name, "message": str(error) or name}
 
 
-_ENCODE = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
-"""Strict JSON (no NaN), compact; one encoder made once, which keeps the C fast path."""
-_dumps = _ENCODE
+_dumps = encode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -112,6 +112,8 @@ class Saga:
 
     def add_step(self, step: Step) -> Saga:
         """Append a built :class:`Step`, checking every rule; returns the saga for chaining."""
+        if not isinstance(step.kind, StepKind):
+            step = replace(step, kind=_kind(self.name, step.kind, step.name))
         self._check(step)
         self.steps.append(step)
         self._by_name[step.name] = step
@@ -135,7 +137,7 @@ class Saga:
                 name=name or _name_of(self.name, action),
                 action=action,
                 compensation=compensate,
-                kind=_kind(self.name, kind),
+                kind=_kind(self.name, kind, name or getattr(action, "__name__", None)),
                 retry=retry,
                 compensation_retry=compensation_retry,
                 timeout=timeout,
@@ -191,7 +193,7 @@ class Saga:
             raise fail("action is not callable")
         if step.compensation is not None and not callable(step.compensation):
             raise fail("compensation is not callable")
-        if step.timeout is not None and step.timeout <= 0:
+        if step.timeout is not None and not step.timeout > 0:  # NaN too
             raise fail(f"timeout must be positive, not {step.timeout!r}")
         kinds = [s.kind for s in self.steps]
         if step.kind is StepKind.COMPENSATABLE:
@@ -225,9 +227,11 @@ def _name_of(saga: str, action: Action) -> str:
     return name
 
 
-def _kind(saga: str, kind: StepKind | str) -> StepKind:
+def _kind(saga: str, kind: StepKind | str, step: str | None) -> StepKind:
     try:
         return StepKind(kind)
     except ValueError:
         allowed = ", ".join(k.value for k in StepKind)
-        raise SagaDefinitionError(saga, f"unknown step kind {kind!r} (use {allowed})") from None
+        raise SagaDefinitionError(
+            saga, f"unknown step kind {kind!r} (use {allowed})", step
+        ) from None

@@ -25,11 +25,11 @@ Record payloads (``Record.data``, JSON):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sagakit.codec import decode
 from sagakit.context import Results
 from sagakit.log import Record, RecordType, SagaStatus, StepStatus
 
@@ -55,7 +55,7 @@ class StepState:
             "status": self.status.value,
             "attempts": self.attempts,
             "compensation_attempts": self.compensation_attempts,
-            "result": None if self.result is None else json.loads(self.result),
+            "result": None if self.result is None else decode(self.result),
             "error": self.error,
             "compensation_error": self.compensation_error,
             "retry_at": self.retry_at,
@@ -80,6 +80,13 @@ class SagaState:
     reason: str | None = None
     failed_compensations: list[str] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
+    cursor: int = 0
+    """Index of the first step whose action has not succeeded (``len(steps)`` when none)."""
+
+    @property
+    def results(self) -> Results:
+        """The results recorded so far (a snapshot; each is decoded when it is read)."""
+        return Results(dict(self.raw_results))
 
     @classmethod
     def from_records(cls, saga_id: str, records: Iterable[Record]) -> SagaState:
@@ -92,12 +99,12 @@ class SagaState:
     def next_seq(self) -> int:
         return len(self.records)
 
-    @property
-    def results(self) -> Results:
-        return Results(self.raw_results)
+    def apply(self, record: Record, started: dict[str, Any] | None = None) -> None:  # noqa: C901
+        """Advance the state by one record; the only way the state ever changes.
 
-    def apply(self, record: Record) -> None:  # noqa: C901 - one branch per record type
-        """Advance the state by one record; the only way the state ever changes."""
+        ``started`` may carry a ``saga_started`` record's fields already decoded, as the
+        engine has them, to save decoding what it has just encoded.
+        """
         self.records.append(record)
         kind = record.type
         if kind is RecordType.STEP_STARTED:
@@ -109,11 +116,16 @@ class SagaState:
             step = self.by_name[record.step]  # type: ignore[index]
             step.status = StepStatus.SUCCEEDED
             step.result = record.data
+            step.error = None  # an earlier attempt's failure no longer describes the step
             self.raw_results[step.name] = record.data  # type: ignore[assignment]
             self.completed.append(step.name)
+            steps, cursor = self.steps, self.cursor
+            while cursor < len(steps) and steps[cursor].status is StepStatus.SUCCEEDED:
+                cursor += 1
+            self.cursor = cursor
         elif kind is RecordType.STEP_FAILED:
             step = self.by_name[record.step]  # type: ignore[index]
-            data = json.loads(record.data)  # type: ignore[arg-type]
+            data = decode(record.data)  # type: ignore[arg-type]
             step.status = StepStatus.FAILED
             step.error = data["error"]
             step.retry_at = data["retry_at"]
@@ -126,34 +138,42 @@ class SagaState:
             self.by_name[record.step].status = StepStatus.COMPENSATED  # type: ignore[index]
         elif kind is RecordType.COMPENSATION_FAILED:
             step = self.by_name[record.step]  # type: ignore[index]
-            data = json.loads(record.data)  # type: ignore[arg-type]
+            data = decode(record.data)  # type: ignore[arg-type]
             step.status = StepStatus.COMPENSATION_FAILED
             step.compensation_error = data["error"]
             step.retry_at = data["retry_at"]
         elif kind is RecordType.SAGA_STARTED:
-            self._start(json.loads(record.data))  # type: ignore[arg-type]
+            self.begin(**(started or decode(record.data)))  # type: ignore[arg-type]
         elif kind is RecordType.SAGA_COMPENSATING:
             self.status = SagaStatus.COMPENSATING
-            self.reason = json.loads(record.data)["reason"]  # type: ignore[arg-type]
+            self.reason = decode(record.data)["reason"]  # type: ignore[arg-type]
         elif kind is RecordType.SAGA_COMPLETED:
             self.status = SagaStatus.COMPLETED
         elif kind is RecordType.SAGA_COMPENSATED:
             self.status = SagaStatus.COMPENSATED
             self._skip_pending()
         elif kind is RecordType.SAGA_NEEDS_ATTENTION:
-            data = json.loads(record.data)  # type: ignore[arg-type]
+            data = decode(record.data)  # type: ignore[arg-type]
             self.status = SagaStatus.NEEDS_ATTENTION
             self.reason = data["reason"]
             self.failed_compensations = list(data["failed"])
             self._skip_pending()
 
-    def _start(self, data: dict[str, Any]) -> None:
-        self.name = data["name"]
-        self.version = data["version"]
-        self.input = data["input"]
-        self.deadline_at = data["deadline_at"]
+    def begin(
+        self,
+        name: str,
+        version: int,
+        steps: list[dict[str, str]],
+        deadline_at: float | None,
+        input: Any,
+    ) -> None:
+        """Start the instance as a ``saga_started`` record with these fields says."""
+        self.name = name
+        self.version = version
+        self.input = input
+        self.deadline_at = deadline_at
         self.status = SagaStatus.RUNNING
-        self.steps = [StepState(s["name"], s["kind"]) for s in data["steps"]]
+        self.steps = [StepState(s["name"], s["kind"]) for s in steps]
         self.by_name = {s.name: s for s in self.steps}
 
     def _skip_pending(self) -> None:
@@ -183,7 +203,7 @@ class SagaState:
                     "at": r.at,
                     "step": r.step,
                     "attempt": r.attempt,
-                    "data": None if r.data is None else json.loads(r.data),
+                    "data": None if r.data is None else decode(r.data),
                 }
                 for r in self.records
             ]

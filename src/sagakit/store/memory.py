@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import UNFINISHED, Instance, Record, SagaStatus
 from sagakit.store.base import StoredSaga
@@ -57,7 +55,7 @@ class MemoryStore:
         if saga_id not in self._status:
             return instance
         status, updated_at = self._status[saga_id]
-        return replace(instance, status=status, updated_at=updated_at)
+        return instance._replace(status=status, updated_at=updated_at)
 
     async def close(self) -> None:
         return None
