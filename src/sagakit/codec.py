@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
-
 from json import encoder as _encoder
+from typing import Any
 
 ENCODE_ERRORS = (TypeError, ValueError, RecursionError)
 """What :func:`encode` raises for a value that is not JSON (RecursionError: a cycle)."""
@@ -22,7 +21,7 @@ def _refuse(value: object) -> Any:
 
 
 def _make_encoder() -> Callable[[Any], str]:
-    make = _encoder.c_make_encoder
+    make = getattr(_encoder, "c_make_encoder", None)
     if make is None:  # pragma: no cover - CPython without its _json accelerator
         return json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
     chunks = make(None, _refuse, _encoder.encode_basestring, None, ":", ",", False, False, False)

@@ -94,7 +94,9 @@ class Engine:
         """Start an instance and drive it to a terminal status.
 
         Starting is idempotent on ``saga_id``: if that instance exists already, nothing runs
-        twice; you get its outcome (awaited, if this engine is running it now).
+        twice; you get its outcome (awaited, if this engine is running it now), or, if it
+        is unfinished and nobody here drives it, its state as it stands: :meth:`resume`
+        is what carries on instances left by a crash.
         Raises :class:`SerializationError` if ``input`` is not JSON, recording nothing.
         """
         self.register(saga)
@@ -130,17 +132,20 @@ class Engine:
         return await waiter
 
     async def _track(self, saga_id: str, work: Awaitable[SagaResult]) -> SagaResult:
-        self._active[saga_id] = waiters = []
+        waiters: list[asyncio.Future[SagaResult]] = []
+        self._active[saga_id] = waiters
         try:
             result = await work
         except BaseException as error:
             for waiter in waiters:
-                waiter.set_exception(error)
+                if not waiter.done():  # a joiner may have been cancelled
+                    waiter.set_exception(error)
             raise
         finally:
             del self._active[saga_id]
         for waiter in waiters:
-            waiter.set_result(result)
+            if not waiter.done():
+                waiter.set_result(result)
         return result
 
     async def _start(self, run: _Run) -> SagaResult:
@@ -205,7 +210,7 @@ class _Plan:
             "version": self.saga.version,
             "steps": self.steps_meta,
             "deadline_at": deadline_at,
-            "input": decode(encoded),  # a copy: the caller may change its input later
+            "input_json": encoded,
         }
         state = SagaState(saga_id)
         state.apply(Record(0, RecordType.SAGA_STARTED, now, None, 0, data), started)
@@ -293,9 +298,10 @@ class _Run:
         attempt = step_state.attempts
         key = f"{state.id}:{step.name}:action"
         ctx = StepContext(state.id, saga.name, step.name, attempt, key, state.input, state.results)
+
         if step.timeout is None and state.deadline_at is None and step.action_is_async:
             try:
-                value = await step.action(ctx)  # type: ignore[misc]
+                value = await step.action(ctx)
             except Exception as error:
                 outcome = _Outcome(error=_describe(error), exception=error)
             else:

@@ -64,7 +64,7 @@ class SagaDeadlineError(SagakitError):
         self.saga_id = saga_id
 
 
-class CompensationImpossible(SagakitError):  # noqa: N818 - named for what it says, by DESIGN.md
+class CompensationImpossible(SagakitError):
     """Raised by a compensation that can never succeed (the parcel was already picked up).
 
     The engine does not retry it: the saga goes to ``needs_attention`` with this message.

@@ -7,11 +7,11 @@ store never has to encode, and nothing is ever unpickled.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import NamedTuple
 
 
-class SagaStatus(str, Enum):
+class SagaStatus(StrEnum):
     """Where a saga instance is in its lifecycle (see shared/DESIGN.md)."""
 
     PENDING = "pending"
@@ -27,13 +27,11 @@ class SagaStatus(str, Enum):
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset(
-    {SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.NEEDS_ATTENTION}
-)
+_TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.NEEDS_ATTENTION})
 UNFINISHED = (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING)
 
 
-class StepStatus(str, Enum):
+class StepStatus(StrEnum):
     """Where one step is; derived from the log, never stored on its own."""
 
     PENDING = "pending"
@@ -46,7 +44,7 @@ class StepStatus(str, Enum):
     SKIPPED = "skipped"
 
 
-class RecordType(str, Enum):
+class RecordType(StrEnum):
     """What a log record says happened."""
 
     SAGA_STARTED = "saga_started"

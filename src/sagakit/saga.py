@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from sagakit.context import CompensationContext, StepContext
@@ -19,7 +19,7 @@ Compensation = (
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class StepKind(str, Enum):
+class StepKind(StrEnum):
     """Garcia-Molina & Salem's step kinds, as Richardson names them."""
 
     COMPENSATABLE = "compensatable"
@@ -189,6 +189,8 @@ class Saga:
             raise SagaDefinitionError(self.name, f"step name must be a non-empty string: {step!r}")
         if step.name in self._by_name:
             raise fail("duplicate step name")
+        if ":" in step.name:
+            raise fail("a step name cannot contain ':', which separates idempotency key parts")
         if not callable(step.action):
             raise fail("action is not callable")
         if step.compensation is not None and not callable(step.compensation):

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sagakit.codec import decode
+from sagakit.codec import decode, encode
 from sagakit.context import Results
 from sagakit.log import Record, RecordType, SagaStatus, StepStatus
 
@@ -70,7 +70,7 @@ class SagaState:
     name: str = ""
     version: int = 0
     status: SagaStatus = SagaStatus.PENDING
-    input: Any = None
+    input_json: str = "null"
     deadline_at: float | None = None
     steps: list[StepState] = field(default_factory=list)
     by_name: dict[str, StepState] = field(default_factory=dict)
@@ -81,6 +81,13 @@ class SagaState:
     failed_compensations: list[str] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     cursor: int = 0
+
+    @property
+    def input(self) -> Any:
+        """The saga's input, decoded afresh for each reader, so no step can change what
+        the next one (or a resumed run) sees."""
+        return decode(self.input_json)
+
     """Index of the first step whose action has not succeeded (``len(steps)`` when none)."""
 
     @property
@@ -99,7 +106,7 @@ class SagaState:
     def next_seq(self) -> int:
         return len(self.records)
 
-    def apply(self, record: Record, started: dict[str, Any] | None = None) -> None:  # noqa: C901
+    def apply(self, record: Record, started: dict[str, Any] | None = None) -> None:
         """Advance the state by one record; the only way the state ever changes.
 
         ``started`` may carry a ``saga_started`` record's fields already decoded, as the
@@ -143,7 +150,7 @@ class SagaState:
             step.compensation_error = data["error"]
             step.retry_at = data["retry_at"]
         elif kind is RecordType.SAGA_STARTED:
-            self.begin(**(started or decode(record.data)))  # type: ignore[arg-type]
+            self.begin(**(started or _started_fields(record.data)))  # type: ignore[arg-type]
         elif kind is RecordType.SAGA_COMPENSATING:
             self.status = SagaStatus.COMPENSATING
             self.reason = decode(record.data)["reason"]  # type: ignore[arg-type]
@@ -165,12 +172,12 @@ class SagaState:
         version: int,
         steps: list[dict[str, str]],
         deadline_at: float | None,
-        input: Any,
+        input_json: str,
     ) -> None:
         """Start the instance as a ``saga_started`` record with these fields says."""
         self.name = name
         self.version = version
-        self.input = input
+        self.input_json = input_json
         self.deadline_at = deadline_at
         self.status = SagaStatus.RUNNING
         self.steps = [StepState(s["name"], s["kind"]) for s in steps]
@@ -208,3 +215,10 @@ class SagaState:
                 for r in self.records
             ]
         return out
+
+
+def _started_fields(data: str) -> dict[str, Any]:
+    """A ``saga_started`` payload as :meth:`SagaState.begin` takes it."""
+    fields: dict[str, Any] = decode(data)
+    fields["input_json"] = encode(fields.pop("input"))
+    return fields

@@ -84,7 +84,7 @@ async def test_reopening_does_not_migrate_twice(tmp_path: Path) -> None:
 async def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     path = tmp_path / "notes.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="notes.db"):
+    with pytest.raises(StoreError, match=r"notes\.db"):
         await open_store(f"sqlite:///{path}")
     assert path.read_bytes() == b"this is not sqlite" * 100
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import UNFINISHED, Instance, Record, SagaStatus
 from sagakit.store.base import StoredSaga

@@ -1,0 +1,1 @@
+"""Worked examples that ship with sagakit, so ``sagakit demo`` can run them anywhere."""

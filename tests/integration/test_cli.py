@@ -1,0 +1,250 @@
+"""The ``sagakit`` command line, against real SQLite saga logs.
+
+The worker and the demo run as separate processes through the installed entry point, as a
+user would run them; the read-only commands run in-process through typer's runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from sagakit import CompensationContext, Engine, Saga, StepContext, open_store
+from sagakit.cli import app
+
+SAGAKIT = str(Path(sys.executable).with_name("sagakit"))
+
+APP_MODULE = """
+from sagakit import Saga
+
+saga = Saga("resumable", 1)
+
+
+async def undo(ctx):
+    return None
+
+
+@saga.step(compensate=undo)
+async def first(ctx):
+    return "first done"
+
+
+@saga.pivot()
+async def second(ctx):
+    return "second done"
+"""
+
+
+class Crash(BaseException):
+    """The process dies mid-step: the engine cannot catch it."""
+
+
+def crashing_saga() -> Saga:
+    """The same definition as APP_MODULE's, but its first action kills the process."""
+    saga = Saga("resumable", 1)
+
+    async def undo(ctx: CompensationContext) -> None:
+        return None
+
+    async def first(ctx: StepContext) -> str:
+        raise Crash
+
+    async def second(ctx: StepContext) -> str:
+        return "second done"
+
+    return saga.add(first, compensate=undo).add(second, kind="pivot")
+
+
+async def leave_running(url: str, saga_id: str) -> None:
+    store = await open_store(url)
+    try:
+        saga = crashing_saga()
+        with pytest.raises(Crash):
+            await Engine(store, [saga]).run(saga, {"n": 1}, saga_id=saga_id)
+    finally:
+        await store.close()
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def cli_json(*args: str) -> Any:
+    result = cli(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def run(args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SAGAKIT, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'sagas.db'}"
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "app"
+    directory.mkdir()
+    (directory / "resumable_app.py").write_text(APP_MODULE)
+    return directory
+
+
+def test_the_demo_succeeds_and_leaves_every_outcome_in_the_log(tmp_path: Path, db: str) -> None:
+    done = run(["demo", "--db", db], cwd=tmp_path)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "every scenario ended as expected" in done.stdout
+    statuses = [s["status"] for s in cli_json("list", "--db", db)]
+    for status in ("completed", "compensated", "needs_attention"):
+        assert status in statuses
+    first = cli_json("list", "--db", db)[0]
+    assert {"id", "name", "version", "status", "steps"} <= set(first)
+    assert "events" not in first
+    assert {"name", "kind", "status", "attempts"} <= set(first["steps"][0])
+
+
+def test_list_filters_by_status_and_limits(db: str) -> None:
+    assert cli("demo", "--db", db).exit_code == 0
+
+    compensated = cli_json("list", "--db", db, "--status", "compensated")
+    assert [s["status"] for s in compensated] == ["compensated", "compensated"]
+    assert len(cli_json("list", "--db", db, "--limit", "1")) == 1
+    table = cli("list", "--db", db)
+    assert "needs_attention" in table.stdout and "place_order@1" in table.stdout
+
+
+def test_show_prints_the_timeline_or_the_full_state_as_json(db: str) -> None:
+    assert cli("demo", "--db", db).exit_code == 0
+    (attention,) = cli_json("list", "--db", db, "--status", "needs_attention")
+
+    state = cli_json("show", attention["id"], "--db", db)
+    shown = cli("show", attention["id"], "--db", db)
+
+    assert {"id", "name", "version", "status", "steps", "events"} <= set(state)
+    assert state["status"] == "needs_attention"
+    assert state["failed_compensations"] == ["create_shipment"]
+    assert all({"type", "at"} <= set(event) for event in state["events"])
+    assert state["events"][0]["type"] == "saga_started"
+    assert shown.exit_code == 0
+    assert "compensation_failed" in shown.stdout and "timeline" in shown.stdout
+
+
+def test_the_db_defaults_to_the_environment(db: str) -> None:
+    assert cli("demo", env={"SAGAKIT_DB": db}).exit_code == 0
+
+    assert len(cli_json("list", "--db", db)) == 4
+
+
+def test_an_unknown_id_is_one_line_on_stderr_and_exit_1(db: str) -> None:
+    result = cli("show", "no-such-saga", "--db", db)
+
+    assert result.exit_code == 1
+    assert result.stderr == "error: no saga instance with id 'no-such-saga'\n"
+    assert result.stdout == ""
+
+
+def test_an_unsupported_scheme_names_the_supported_ones(tmp_path: Path) -> None:
+    done = run(["list", "--db", "foo://x"], cwd=tmp_path)
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: unsupported database URL 'foo://x'")
+    assert "sqlite://" in done.stderr and "memory://" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_a_newer_schema_is_refused_with_exit_1(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE sagakit_schema (version INTEGER, applied_at TEXT)")
+        conn.execute("INSERT INTO sagakit_schema VALUES (999, 'later')")
+    conn.close()
+
+    result = cli("list", "--db", f"sqlite:///{path}")
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and "schema version 999" in result.stderr
+
+
+def test_an_invalid_status_lists_the_valid_ones(db: str) -> None:
+    result = cli("list", "--db", db, "--status", "done")
+
+    assert result.exit_code == 2
+    assert "invalid --status 'done'" in result.stderr
+    assert "completed, compensated, needs_attention" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("no_such_module_at_all:saga", "cannot import module 'no_such_module_at_all'"),
+        ("sagakit:no_such_attribute", "module 'sagakit' has no attribute 'no_such_attribute'"),
+        ("sagakit.log:UNFINISHED", "not a Saga"),
+        ("json:dumps", "calling json:dumps failed: TypeError"),
+        ("sagakit", "--app must look like module:attribute"),
+    ],
+)
+def test_a_bad_app_exits_2_with_a_clear_message(db: str, reference: str, message: str) -> None:
+    result = cli("worker", "--app", reference, "--db", db, "--once")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_worker_once_finishes_an_instance_a_crash_left_running(app_dir: Path, db: str) -> None:
+    asyncio.run(leave_running(db, "left-running"))
+    assert cli_json("show", "left-running", "--db", db)["status"] == "running"
+
+    done = run(["worker", "--app", "resumable_app:saga", "--db", db, "--once"], cwd=app_dir)
+
+    assert done.returncode == 0, done.stderr
+    assert "left-running  resumable@1  completed" in done.stdout
+    assert "resumed 1 saga(s)" in done.stdout
+    state = cli_json("show", "left-running", "--db", db)
+    assert state["status"] == "completed"
+    assert [s["status"] for s in state["steps"]] == ["succeeded", "succeeded"]
+
+
+def test_worker_once_with_nothing_to_do(app_dir: Path, db: str) -> None:
+    done = run(["worker", "--app", "resumable_app:saga", "--db", db, "--once"], cwd=app_dir)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "resumed 0 saga(s)"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_worker_keeps_polling_and_stops_cleanly_on_a_signal(
+    app_dir: Path, db: str, sig: signal.Signals
+) -> None:
+    asyncio.run(leave_running(db, "left-running"))
+    args = ["worker", "--app", "resumable_app:saga", "--db", db, "--poll", "0.05"]
+    with subprocess.Popen(
+        [SAGAKIT, *args], cwd=app_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as worker:
+        assert worker.stdout is not None
+        assert worker.stdout.readline().startswith("worker started (resumable@1)")
+        assert worker.stdout.readline().startswith("left-running  resumable@1  completed")
+        os.kill(worker.pid, sig)
+        out, err = worker.communicate(timeout=30)
+
+    assert worker.returncode == 0, err
+    assert out.strip() == "worker stopped"
+    assert "Traceback" not in err
