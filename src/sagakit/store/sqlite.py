@@ -18,7 +18,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sagakit.errors import (
     ConcurrentUpdateError,
@@ -63,7 +63,42 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_Write = Callable[[sqlite3.Connection], Any]
+_INSERT_SAGA = "INSERT OR IGNORE INTO sagas VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_LOG = "INSERT INTO saga_log VALUES (?, ?, ?, ?, ?, ?, ?)"
+_UPDATE_SAGA = "UPDATE sagas SET status = ?, updated_at = ? WHERE id = ?"
+
+
+class _Create(NamedTuple):
+    instance: Instance
+    rows: list[tuple[Any, ...]]
+
+    def apply(self, conn: sqlite3.Connection) -> bool:
+        if not conn.execute(_INSERT_SAGA, self.instance).rowcount:
+            return False
+        conn.executemany(_INSERT_LOG, self.rows)
+        return True
+
+
+class _Append(NamedTuple):
+    saga_id: str
+    seq: int
+    update: tuple[str, float, str]
+    rows: list[tuple[Any, ...]]
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        if not conn.execute(_UPDATE_SAGA, self.update).rowcount:
+            raise UnknownSagaError(self.saga_id)
+        try:
+            conn.executemany(_INSERT_LOG, self.rows)
+        except sqlite3.IntegrityError as error:
+            raise ConcurrentUpdateError(self.saga_id, self.seq) from error
+
+
+_Write = _Create | _Append
+
+
+class _Conflict(Exception):
+    """Some write of a batch failed; redo them one by one to find out which."""
 
 
 def path_of(url: str) -> str:
@@ -100,43 +135,12 @@ class SqliteStore:
     # -- the Store protocol ------------------------------------------------------------------
 
     async def create(self, instance: Instance, records: Sequence[Record]) -> bool:
-        row = (
-            instance.id,
-            instance.name,
-            instance.version,
-            instance.status.value,
-            instance.created_at,
-            instance.updated_at,
-        )
-        rows = _rows(instance.id, records)
-
-        def write(conn: sqlite3.Connection) -> bool:
-            inserted = conn.execute(
-                "INSERT OR IGNORE INTO sagas VALUES (?, ?, ?, ?, ?, ?)", row
-            ).rowcount
-            if not inserted:
-                return False
-            conn.executemany("INSERT INTO saga_log VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            return True
-
-        result: bool = await self._write(write)
-        return result
+        created: bool = await self._write(_Create(instance, _rows(instance.id, records)))
+        return created
 
     async def append(self, saga_id: str, records: Sequence[Record], status: SagaStatus) -> None:
-        rows = _rows(saga_id, records)
         update = (status.value, records[-1].at, saga_id)
-
-        def write(conn: sqlite3.Connection) -> None:
-            if not conn.execute(
-                "UPDATE sagas SET status = ?, updated_at = ? WHERE id = ?", update
-            ).rowcount:
-                raise UnknownSagaError(saga_id)
-            try:
-                conn.executemany("INSERT INTO saga_log VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            except sqlite3.IntegrityError as error:
-                raise ConcurrentUpdateError(saga_id, records[0].seq) from error
-
-        await self._write(write)
+        await self._write(_Append(saga_id, records[0].seq, update, _rows(saga_id, records)))
 
     async def load(self, saga_id: str) -> StoredSaga | None:
         def read(conn: sqlite3.Connection) -> StoredSaga | None:
@@ -264,23 +268,58 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 def _commit(conn: sqlite3.Connection, writes: list[_Write]) -> list[tuple[bool, Any]]:
-    """One transaction for many writes, each isolated by a savepoint; one fsync in all."""
-    outcomes: list[tuple[bool, Any]] = []
+    """One transaction, and one fsync, for many writes.
+
+    All the log rows of the batch go in with one ``executemany``; if anything in the batch
+    conflicts (rare: two engines on one instance), the batch is redone with each write under
+    its own savepoint, so only the conflicting write fails.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for write in writes:
-            conn.execute("SAVEPOINT w")
-            try:
-                outcomes.append((True, write(conn)))
-            except (sqlite3.IntegrityError, SagakitError) as error:
-                conn.execute("ROLLBACK TO w")
-                outcomes.append((False, error))
-            conn.execute("RELEASE w")
+        try:
+            outcomes = _together(conn, writes)
+        except (_Conflict, sqlite3.IntegrityError):
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes = _one_by_one(conn, writes)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    return outcomes
+
+
+def _together(conn: sqlite3.Connection, writes: list[_Write]) -> list[tuple[bool, Any]]:
+    outcomes: list[tuple[bool, Any]] = []
+    log: list[tuple[Any, ...]] = []
+    updates: list[tuple[str, float, str]] = []
+    for write in writes:
+        if isinstance(write, _Append):
+            updates.append(write.update)
+            log.extend(write.rows)
+            outcomes.append((True, None))
+        elif conn.execute(_INSERT_SAGA, write.instance).rowcount:
+            log.extend(write.rows)
+            outcomes.append((True, True))
+        else:
+            outcomes.append((True, False))
+    if updates and conn.executemany(_UPDATE_SAGA, updates).rowcount != len(updates):
+        raise _Conflict
+    conn.executemany(_INSERT_LOG, log)
+    return outcomes
+
+
+def _one_by_one(conn: sqlite3.Connection, writes: list[_Write]) -> list[tuple[bool, Any]]:
+    outcomes: list[tuple[bool, Any]] = []
+    for write in writes:
+        conn.execute("SAVEPOINT w")
+        try:
+            outcomes.append((True, write.apply(conn)))
+        except (sqlite3.IntegrityError, SagakitError) as error:
+            conn.execute("ROLLBACK TO w")
+            outcomes.append((False, error))
+        conn.execute("RELEASE w")
     return outcomes
 
 
