@@ -3,35 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from sagakit.codec import decode
 
 
 class Results(Mapping[str, Any]):
-    """The recorded results of earlier steps, decoded from the log on each access.
+    """The recorded results of the steps that had succeeded when it was made.
 
-    Decoding on access keeps the hot path free of JSON work for results nobody reads, and
-    hands every reader its own copy, so a step cannot change what another step sees.
+    Each result is decoded from the log when it is read, so the hot path does no JSON work
+    for results nobody reads and every reader gets its own copy: a step cannot change what
+    another step sees. It is a view of the first ``count`` entries of the engine's results,
+    which only ever grow, so it is cheap to make and never shows later steps' results.
     """
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_count", "_raw")
 
-    def __init__(self, raw: Mapping[str, str]) -> None:
+    def __init__(self, raw: Mapping[str, str], count: int | None = None) -> None:
         self._raw = raw
+        self._count = len(raw) if count is None else count
 
     def __getitem__(self, step: str) -> Any:
-        return decode(self._raw[step])
+        if step in self._raw and step in self._names():
+            return decode(self._raw[step])
+        raise KeyError(step)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._raw)
+        return iter(self._names())
 
     def __len__(self) -> int:
-        return len(self._raw)
+        return self._count
+
+    def _names(self) -> list[str]:
+        return list(islice(self._raw, self._count))
 
     def __repr__(self) -> str:
         return f"Results({dict(self.items())!r})"
+
+
+_UNREAD: Any = object()
 
 
 @dataclass(slots=True)
@@ -47,8 +59,16 @@ class StepContext:
     step: str
     attempt: int
     idempotency_key: str
-    input: Any
+    input_json: str = field(repr=False)
     results: Results
+    _input: Any = field(default=_UNREAD, init=False, repr=False, compare=False)
+
+    @property
+    def input(self) -> Any:
+        """The saga's input, decoded from the log on first use: this call's own copy."""
+        if self._input is _UNREAD:
+            self._input = decode(self.input_json)
+        return self._input
 
 
 @dataclass(slots=True)
@@ -67,7 +87,15 @@ class CompensationContext:
     attempt: int
     idempotency_key: str
     action_key: str
-    input: Any
+    input_json: str = field(repr=False)
     result: Any
     error: Mapping[str, Any] | None
     results: Results
+    _input: Any = field(default=_UNREAD, init=False, repr=False, compare=False)
+
+    @property
+    def input(self) -> Any:
+        """The saga's input, decoded from the log on first use: this call's own copy."""
+        if self._input is _UNREAD:
+            self._input = decode(self.input_json)
+        return self._input

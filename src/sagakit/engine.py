@@ -307,7 +307,9 @@ class _Run:
             await self.flush()
         attempt = step_state.attempts
         key = f"{state.id}:{step.name}:action"
-        ctx = StepContext(state.id, saga.name, step.name, attempt, key, state.input, state.results)
+        ctx = StepContext(
+            state.id, saga.name, step.name, attempt, key, state.input_json, state.results
+        )
 
         if step.timeout is None and state.deadline_at is None and step.action_is_async:
             try:
@@ -364,7 +366,7 @@ class _Run:
             attempt,
             idempotency_key(state.id, step.name, "compensation"),
             idempotency_key(state.id, step.name),
-            state.input,
+            state.input_json,
             None if step_state.result is None else decode(step_state.result),
             step_state.error,
             state.results,

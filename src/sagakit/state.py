@@ -93,7 +93,7 @@ class SagaState:
     @property
     def results(self) -> Results:
         """The results recorded so far (a snapshot; each is decoded when it is read)."""
-        return Results(dict(self.raw_results))
+        return Results(self.raw_results)
 
     @classmethod
     def from_records(cls, saga_id: str, records: Iterable[Record]) -> SagaState:
