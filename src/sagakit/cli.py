@@ -81,8 +81,8 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
 
 
 @asynccontextmanager
-async def _opened(url: str) -> AsyncIterator[Store]:
-    store = await open_store(url)
+async def _opened(url: str, create: bool = True) -> AsyncIterator[Store]:
+    store = await open_store(url, create=create)
     try:
         yield store
     finally:
@@ -118,7 +118,7 @@ def demo(db: Db = DEFAULT_DB) -> None:
 
 
 async def _states(url: str, status: SagaStatus | None, limit: int) -> list[SagaState]:
-    async with _opened(url) as store:
+    async with _opened(url, create=False) as store:
         states = []
         for instance in await store.instances(status, limit):
             stored = await store.load(instance.id)
@@ -128,7 +128,7 @@ async def _states(url: str, status: SagaStatus | None, limit: int) -> list[SagaS
 
 
 async def _state(url: str, saga_id: str) -> SagaState:
-    async with _opened(url) as store:
+    async with _opened(url, create=False) as store:
         stored = await store.load(saga_id)
         if stored is None:
             raise UnknownSagaError(saga_id)

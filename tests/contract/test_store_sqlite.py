@@ -103,3 +103,10 @@ async def test_status_column_matches_the_log(tmp_path: Path) -> None:
     rows = await store.instances(SagaStatus.COMPENSATING)
     await store.close()
     assert [r.id for r in rows] == ["a"]
+
+
+async def test_a_reader_does_not_create_a_missing_log(tmp_path: Path) -> None:
+    path = tmp_path / "typo" / "log.db"
+    with pytest.raises(StoreError, match="no SQLite saga log"):
+        await open_store(f"sqlite:///{path}", create=False)
+    assert not path.parent.exists()

@@ -152,11 +152,25 @@ def test_the_db_defaults_to_the_environment(db: str) -> None:
 
 
 def test_an_unknown_id_is_one_line_on_stderr_and_exit_1(db: str) -> None:
+    asyncio.run(_create_log(db))
     result = cli("show", "no-such-saga", "--db", db)
 
     assert result.exit_code == 1
     assert result.stderr == "error: no saga instance with id 'no-such-saga'\n"
     assert result.stdout == ""
+
+
+async def _create_log(url: str) -> None:
+    await (await open_store(url)).close()
+
+
+def test_reading_a_missing_log_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "sagas.db"
+    for command in (["list"], ["show", "some-id"]):
+        result = cli(*command, "--db", f"sqlite:///{missing}")
+        assert result.exit_code == 1
+        assert result.stderr.startswith("error: no SQLite saga log at")
+    assert not missing.parent.exists()
 
 
 def test_an_unsupported_scheme_names_the_supported_ones(tmp_path: Path) -> None:

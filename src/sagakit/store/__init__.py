@@ -11,8 +11,11 @@ __all__ = ["SCHEMES", "MemoryStore", "Store", "StoredSaga", "open_store"]
 SCHEMES = ["memory", "sqlite"]
 
 
-async def open_store(url: str) -> Store:
+async def open_store(url: str, *, create: bool = True) -> Store:
     """Open (and migrate, if it is new or older) the saga log at ``url``.
+
+    With ``create=False`` a log that does not exist yet is a :class:`StoreError` instead of
+    being made: for commands that only read, so a typo in a path creates nothing.
 
     Raises :class:`UnsupportedDatabaseError` naming the supported schemes for any other URL.
     """
@@ -22,5 +25,5 @@ async def open_store(url: str) -> Store:
     if scheme == "sqlite":
         from sagakit.store.sqlite import SqliteStore
 
-        return await SqliteStore.open(url)
+        return await SqliteStore.open(url, create=create)
     raise UnsupportedDatabaseError(url, SCHEMES)

@@ -122,13 +122,15 @@ class SqliteStore:
         self._flush_scheduled = False
 
     @classmethod
-    async def open(cls, url: str) -> SqliteStore:
+    async def open(cls, url: str, *, create: bool = True) -> SqliteStore:
         """Open the file (creating it if missing) and migrate it to the current schema.
 
         A file whose schema is newer than this code is refused with
         :class:`SchemaVersionError` before anything is written to it.
         """
         store = cls(url)
+        if not create and (store.path == ":memory:" or not Path(store.path).exists()):
+            raise StoreError(f"no SQLite saga log at {store.path!r} (nothing was created)")
         store._conn = store._guarded(store._connect)
         return store
 
