@@ -18,9 +18,11 @@ import time
 
 import pytest
 
+from sagakit.context import CompensationContext, StepContext
 from sagakit.engine import Engine
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import Instance, Record, RecordType, SagaStatus
+from sagakit.policies import Retry
 from sagakit.saga import Saga
 from sagakit.state import SagaState
 from sagakit.store.base import Store
@@ -169,3 +171,43 @@ class StoreContract:
         assert rebuilt.as_dict() == (await engine.status("rt")).as_dict()
         assert rebuilt.steps[0].status.value == "compensated"
         assert loaded.instance.status is SagaStatus.COMPENSATED
+
+    async def test_no_call_is_made_before_its_started_record_is_stored(self, store: Store) -> None:
+        """The write-ahead rule, seen from inside the calls: each action and compensation
+        finds its own ``*_started`` record (this attempt's) already in the store."""
+        seen: list[tuple[str, str, int, bool]] = []
+
+        async def logged(saga_id: str, kind: RecordType, step: str, attempt: int) -> bool:
+            stored = await store.load(saga_id)
+            records = stored.records if stored else []
+            return any(r.type is kind and r.step == step and r.attempt == attempt for r in records)
+
+        async def act(ctx: StepContext) -> str:
+            found = await logged(ctx.saga_id, RecordType.STEP_STARTED, ctx.step, ctx.attempt)
+            seen.append(("action", ctx.step, ctx.attempt, found))
+            if ctx.step == "third" or (ctx.step == "second" and ctx.attempt == 1):
+                raise RuntimeError("fails")
+            return ctx.step
+
+        async def undo(ctx: CompensationContext) -> None:
+            found = await logged(
+                ctx.saga_id, RecordType.COMPENSATION_STARTED, ctx.step, ctx.attempt
+            )
+            seen.append(("compensation", ctx.step, ctx.attempt, found))
+
+        saga = Saga("write_ahead")
+        retry = Retry(attempts=2, backoff=0)
+        for name in ("first", "second", "third"):
+            saga.add(act, name=name, compensate=undo, retry=retry)
+        result = await Engine(store, [saga]).run(saga, None, saga_id="wa")
+        assert result.status is SagaStatus.COMPENSATED
+        assert [(kind, step, attempt) for kind, step, attempt, _ in seen] == [
+            ("action", "first", 1),
+            ("action", "second", 1),
+            ("action", "second", 2),
+            ("action", "third", 1),
+            ("action", "third", 2),
+            ("compensation", "second", 1),
+            ("compensation", "first", 1),
+        ]
+        assert all(found for *_, found in seen)
