@@ -317,7 +317,13 @@ class _Run:
             except Exception as error:
                 outcome = _Outcome(error=_describe(error), exception=error)
             else:
-                outcome = _recorded(value, saga.name, step.name)
+                try:
+                    result = encode(value)
+                except ENCODE_ERRORS:
+                    outcome = _recorded(value, saga.name, step.name)  # says why, as a failure
+                else:
+                    self.record_new(RecordType.STEP_SUCCEEDED, step.name, attempt, result)
+                    return
         else:
             timeout, by_deadline = self._timeout(step, before_pivot)
             outcome = await _call(
