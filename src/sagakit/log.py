@@ -58,6 +58,11 @@ class RecordType(StrEnum):
     SAGA_COMPLETED = "saga_completed"
     SAGA_COMPENSATED = "saga_compensated"
     SAGA_NEEDS_ATTENTION = "saga_needs_attention"
+    STEP_WAITING = "step_waiting"
+    MESSAGE_RECEIVED = "message_received"
+    CANCEL_REQUESTED = "cancel_requested"
+    OPERATOR_RETRY = "operator_retry"
+    OPERATOR_RESOLVED = "operator_resolved"
 
 
 class Record(NamedTuple):
@@ -80,7 +85,13 @@ class Record(NamedTuple):
 
 
 class Instance(NamedTuple):
-    """The current-state row of one instance, kept beside the log for queries."""
+    """The current-state row of one instance, kept beside the log for queries and scheduling.
+
+    ``due_at`` is when a worker should next pick the instance up (a retry's back-off, a
+    wait's timeout, or now for a new or signalled one); None while it is being driven or
+    waits for nothing. ``lease_owner`` holds it until ``lease_expires``: the owner renews
+    the lease while it works, and another worker may take the instance once it lapses.
+    """
 
     id: str
     name: str
@@ -88,3 +99,21 @@ class Instance(NamedTuple):
     status: SagaStatus
     created_at: float
     updated_at: float
+    due_at: float | None = None
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+
+
+class Message(NamedTuple):
+    """Something sent to one instance from outside: a signal, or an operator's command.
+
+    Messages wait in the instance's inbox until its engine records them in the log
+    (``message_received``), which is how a message is taken exactly once.
+    """
+
+    id: int
+    saga_id: str
+    name: str
+    payload: str
+    """JSON text."""
+    at: float

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from sagakit.store import MemoryStore, Store
-from sagakit.testing.store_contract import StoreContract
+from sagakit.testing.store_contract import SchedulingContract, StoreContract
 
 
-class TestMemoryStore(StoreContract):
+class TestMemoryStore(StoreContract, SchedulingContract):
     @pytest.fixture
     def store(self) -> Store:
         return MemoryStore()

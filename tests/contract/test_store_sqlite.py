@@ -12,10 +12,16 @@ import pytest
 from sagakit import SagaStatus, SchemaVersionError, StoreError, UnsupportedDatabaseError, open_store
 from sagakit.store import Store
 from sagakit.store.sqlite import SCHEMA_VERSION, SqliteStore
-from sagakit.testing.store_contract import StoreContract, instance, started, step_record
+from sagakit.testing.store_contract import (
+    SchedulingContract,
+    StoreContract,
+    instance,
+    started,
+    step_record,
+)
 
 
-class TestSqliteStore(StoreContract):
+class TestSqliteStore(StoreContract, SchedulingContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
         store = await open_store(f"sqlite:///{tmp_path}/log.db")

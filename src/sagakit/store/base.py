@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sagakit.log import Instance, Record, SagaStatus
+from sagakit.log import Instance, Message, Record, SagaStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,51 @@ class Store(Protocol):
 
     async def unfinished(self) -> list[Instance]:
         """Instances that are pending, running or compensating, oldest first."""
+        ...
+
+    async def claim(
+        self, owner: str, limit: int, lease: float, *, due_only: bool = True
+    ) -> list[str]:
+        """Lease up to ``limit`` unfinished instances to ``owner`` for ``lease`` seconds.
+
+        Only instances nobody holds (or whose lease has lapsed) are taken, and with
+        ``due_only`` only those that are due: ``due_at`` has come, or the lease of whoever
+        drove it lapsed (it died). Earliest due first. Two owners
+        claiming at once never get the same instance (``FOR UPDATE SKIP LOCKED`` on
+        PostgreSQL). Returns the ids now held.
+        """
+        ...
+
+    async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
+        """Lease one instance, whatever its status, if nobody else holds it."""
+        ...
+
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease: float) -> list[str]:
+        """Extend ``owner``'s leases; returns the ids it still holds (a lapsed one may be lost)."""
+        ...
+
+    async def release(self, owner: str, saga_id: str, due_at: float | None) -> None:
+        """Give up ``owner``'s lease; the instance is next due at ``due_at`` (None: not
+        until a message arrives). A terminal ``append`` releases the lease by itself."""
+        ...
+
+    async def send(self, saga_id: str, name: str, payload: str) -> Message:
+        """Put a message in an instance's inbox and make an unfinished instance due now.
+
+        Raises :class:`~sagakit.errors.UnknownSagaError` if there is no such instance.
+        """
+        ...
+
+    async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
+        """The instance's messages with ``id`` greater than ``after``, oldest first."""
+        ...
+
+    async def changed(self, saga_id: str, timeout: float) -> None:
+        """Return when the instance's row may have changed, or after ``timeout`` seconds.
+
+        Used to wait for an outcome without a busy loop; a spurious return is allowed,
+        a missed change is not (a store that cannot be told polls at a modest interval).
+        """
         ...
 
     async def close(self) -> None:

@@ -2,11 +2,49 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
-from sagakit.log import UNFINISHED, Instance, Record, SagaStatus
+from sagakit.log import UNFINISHED, Instance, Message, Record, SagaStatus
 from sagakit.store.base import StoredSaga
+
+
+class _Row:
+    """The mutable current state of one instance (appends are hot, so no copying)."""
+
+    __slots__ = ("due_at", "instance", "lease_expires", "lease_owner", "status", "updated_at")
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        self.status = instance.status
+        self.updated_at = instance.updated_at
+        self.due_at = instance.due_at
+        self.lease_owner = instance.lease_owner
+        self.lease_expires = instance.lease_expires
+
+    def current(self) -> Instance:
+        return self.instance._replace(
+            status=self.status,
+            updated_at=self.updated_at,
+            due_at=self.due_at,
+            lease_owner=self.lease_owner,
+            lease_expires=self.lease_expires,
+        )
+
+    def due(self, now: float) -> bool:
+        """Its time has come, or whoever drove it stopped renewing (a dead worker)."""
+        if self.due_at is not None and self.due_at <= now:
+            return True
+        return self.lease_expires is not None and self.lease_expires <= now
+
+    def free(self, owner: str, now: float) -> bool:
+        return (
+            self.lease_owner is None
+            or self.lease_owner == owner
+            or (self.lease_expires is not None and self.lease_expires <= now)
+        )
 
 
 class MemoryStore:
@@ -14,14 +52,15 @@ class MemoryStore:
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
-        self._instances: dict[str, Instance] = {}
+        self._rows: dict[str, _Row] = {}
         self._logs: dict[str, list[Record]] = {}
-        self._status: dict[str, tuple[SagaStatus, float]] = {}
+        self._inbox: list[Message] = []
+        self._watchers: dict[str, list[asyncio.Future[None]]] = {}
 
     async def create(self, instance: Instance, records: Sequence[Record]) -> bool:
-        if instance.id in self._instances:
+        if instance.id in self._rows:
             return False
-        self._instances[instance.id] = instance
+        self._rows[instance.id] = _Row(instance)
         self._logs[instance.id] = list(records)
         return True
 
@@ -32,31 +71,110 @@ class MemoryStore:
         if records[0].seq != len(log):
             raise ConcurrentUpdateError(saga_id, records[0].seq)
         log.extend(records)
-        self._status[saga_id] = (status, records[-1].at)
+        row = self._rows[saga_id]
+        row.status = status
+        row.updated_at = records[-1].at
+        if status.is_terminal:
+            row.lease_owner = row.lease_expires = row.due_at = None
+        if self._watchers:
+            self._wake(saga_id)
 
     async def load(self, saga_id: str) -> StoredSaga | None:
-        if saga_id not in self._instances:
+        row = self._rows.get(saga_id)
+        if row is None:
             return None
-        return StoredSaga(self._current(saga_id), list(self._logs[saga_id]))
+        return StoredSaga(row.current(), list(self._logs[saga_id]))
 
     async def instances(
         self, status: SagaStatus | None = None, limit: int | None = None
     ) -> list[Instance]:
-        current = [self._current(saga_id) for saga_id in reversed(self._instances)]
+        current = [row.current() for row in reversed(self._rows.values())]
         found = [i for i in current if status is None or i.status is status]
         return found if limit is None else found[:limit]
 
     async def unfinished(self) -> list[Instance]:
-        current = [self._current(saga_id) for saga_id in self._instances]
-        return [i for i in current if i.status in UNFINISHED]
+        return [r.current() for r in self._rows.values() if r.status in UNFINISHED]
 
-    def _current(self, saga_id: str) -> Instance:
-        """The row as created, with the status the last append set (kept apart: appends are hot)."""
-        instance = self._instances[saga_id]
-        if saga_id not in self._status:
-            return instance
-        status, updated_at = self._status[saga_id]
-        return instance._replace(status=status, updated_at=updated_at)
+    async def claim(
+        self, owner: str, limit: int, lease: float, *, due_only: bool = True
+    ) -> list[str]:
+        now = time.time()
+        ready = [
+            (row.due_at if row.due_at is not None else row.instance.created_at, saga_id)
+            for saga_id, row in self._rows.items()
+            if row.status in UNFINISHED and row.free(owner, now) and (not due_only or row.due(now))
+        ]
+        taken = [saga_id for _, saga_id in sorted(ready)[:limit]]
+        for saga_id in taken:
+            self._lease(saga_id, owner, now + lease)
+        return taken
+
+    async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
+        row = self._rows.get(saga_id)
+        now = time.time()
+        if row is None or not row.free(owner, now):
+            return False
+        self._lease(saga_id, owner, now + lease)
+        return True
+
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease: float) -> list[str]:
+        now = time.time()
+        held = [
+            saga_id
+            for saga_id in saga_ids
+            if (row := self._rows.get(saga_id)) is not None and row.lease_owner == owner
+        ]
+        for saga_id in held:
+            self._rows[saga_id].lease_expires = now + lease
+        return held
+
+    async def release(self, owner: str, saga_id: str, due_at: float | None) -> None:
+        row = self._rows.get(saga_id)
+        if row is None or row.lease_owner != owner:
+            return
+        row.lease_owner = row.lease_expires = None
+        row.due_at = due_at if row.status in UNFINISHED else None
+        self._wake(saga_id)
+
+    async def send(self, saga_id: str, name: str, payload: str) -> Message:
+        row = self._rows.get(saga_id)
+        if row is None:
+            raise UnknownSagaError(saga_id)
+        message = Message(len(self._inbox) + 1, saga_id, name, payload, time.time())
+        self._inbox.append(message)
+        if row.status in UNFINISHED:
+            row.due_at = min(row.due_at or message.at, message.at)
+        self._wake(saga_id)
+        return message
+
+    async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
+        return [m for m in self._inbox if m.saga_id == saga_id and m.id > after]
+
+    async def changed(self, saga_id: str, timeout: float) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.setdefault(saga_id, []).append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            waiters = self._watchers.get(saga_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._watchers.pop(saga_id, None)
 
     async def close(self) -> None:
         return None
+
+    def _lease(self, saga_id: str, owner: str, until: float) -> None:
+        row = self._rows[saga_id]
+        row.lease_owner = owner
+        row.lease_expires = until
+        row.due_at = None
+
+    def _wake(self, saga_id: str) -> None:
+        for waiter in self._watchers.pop(saga_id, []):
+            if not waiter.done():
+                waiter.set_result(None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -27,10 +28,13 @@ from sagakit.errors import (
     StoreError,
     UnknownSagaError,
 )
-from sagakit.log import UNFINISHED, Instance, Record, RecordType, SagaStatus
+from sagakit.log import UNFINISHED, Instance, Message, Record, RecordType, SagaStatus
 from sagakit.store.base import StoredSaga
 
 T = TypeVar("T")
+
+POLL_INTERVAL = 0.2
+"""How often :meth:`SqliteStore.changed` looks for changes made by other processes."""
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -58,14 +62,36 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER saga_log_no_delete BEFORE DELETE ON saga_log
            BEGIN SELECT RAISE(ABORT, 'saga_log is append-only'); END""",
     ),
+    (
+        "ALTER TABLE sagas ADD COLUMN due_at REAL",
+        "ALTER TABLE sagas ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE sagas ADD COLUMN lease_expires REAL",
+        "CREATE INDEX sagas_by_due ON sagas (due_at) WHERE due_at IS NOT NULL",
+        """CREATE TABLE saga_inbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            saga_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX saga_inbox_by_saga ON saga_inbox (saga_id, id)",
+    ),
 )
 """Forward-only schema migrations; the schema version is how many have been applied."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_INSERT_SAGA = "INSERT OR IGNORE INTO sagas VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_SAGA = "INSERT OR IGNORE INTO sagas VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_LOG = "INSERT INTO saga_log VALUES (?, ?, ?, ?, ?, ?, ?)"
-_UPDATE_SAGA = "UPDATE sagas SET status = ?, updated_at = ? WHERE id = ?"
+_UPDATE_SAGA = """UPDATE sagas SET status = ?1, updated_at = ?2,
+    due_at = CASE WHEN ?3 THEN NULL ELSE due_at END,
+    lease_owner = CASE WHEN ?3 THEN NULL ELSE lease_owner END,
+    lease_expires = CASE WHEN ?3 THEN NULL ELSE lease_expires END
+    WHERE id = ?4"""
+_UNFINISHED = tuple(s.value for s in UNFINISHED)
+_FREE = "(lease_owner IS NULL OR lease_owner = :owner OR lease_expires <= :now)"
+_DUE = "((due_at IS NOT NULL AND due_at <= :now) OR lease_expires <= :now)"
+_CLAIMABLE = f"status IN {_UNFINISHED!r} AND {_FREE}"
 
 
 class _Create(NamedTuple):
@@ -82,7 +108,7 @@ class _Create(NamedTuple):
 class _Append(NamedTuple):
     saga_id: str
     seq: int
-    update: tuple[str, float, str]
+    update: tuple[str, float, bool, str]
     rows: list[tuple[Any, ...]]
 
     def apply(self, conn: sqlite3.Connection) -> None:
@@ -94,7 +120,16 @@ class _Append(NamedTuple):
             raise ConcurrentUpdateError(self.saga_id, self.seq) from error
 
 
-_Write = _Create | _Append
+class _Do(NamedTuple):
+    """Any other write (claims, releases, messages): rare, so simply applied in the batch."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+
+    def apply(self, conn: sqlite3.Connection) -> Any:
+        return self.fn(conn)
+
+
+_Write = _Create | _Append | _Do
 
 
 class _Conflict(Exception):
@@ -120,6 +155,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._queue: list[tuple[_Write, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
+        self._watchers: dict[str, list[asyncio.Future[None]]] = {}
 
     @classmethod
     async def open(cls, url: str, *, create: bool = True) -> SqliteStore:
@@ -141,8 +177,10 @@ class SqliteStore:
         return created
 
     async def append(self, saga_id: str, records: Sequence[Record], status: SagaStatus) -> None:
-        update = (status.value, records[-1].at, saga_id)
+        update = (status.value, records[-1].at, status.is_terminal, saga_id)
         await self._write(_Append(saga_id, records[0].seq, update, _rows(saga_id, records)))
+        if self._watchers:
+            self._wake(saga_id)
 
     async def load(self, saga_id: str) -> StoredSaga | None:
         def read(conn: sqlite3.Connection) -> StoredSaga | None:
@@ -173,6 +211,110 @@ class SqliteStore:
         params = [s.value for s in UNFINISHED]
         return self._guarded(lambda conn: [_instance(r) for r in conn.execute(sql, params)])
 
+    async def claim(
+        self, owner: str, limit: int, lease: float, *, due_only: bool = True
+    ) -> list[str]:
+        due = f"AND {_DUE}" if due_only else ""
+        select = (
+            f"SELECT id FROM sagas WHERE {_CLAIMABLE} {due}"
+            " ORDER BY coalesce(due_at, lease_expires, created_at) LIMIT :limit"
+        )
+
+        def claim(conn: sqlite3.Connection) -> list[str]:
+            now = time.time()
+            params = {"owner": owner, "now": now, "limit": limit}
+            ids = [saga_id for (saga_id,) in conn.execute(select, params)]
+            conn.executemany(
+                "UPDATE sagas SET lease_owner = ?, lease_expires = ?, due_at = NULL WHERE id = ?",
+                [(owner, now + lease, saga_id) for saga_id in ids],
+            )
+            return ids
+
+        taken: list[str] = await self._write(_Do(claim))
+        return taken
+
+    async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
+        def acquire(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            return bool(
+                conn.execute(
+                    "UPDATE sagas SET lease_owner = :owner, lease_expires = :until, due_at = NULL"
+                    f" WHERE id = :id AND {_FREE}",
+                    {"owner": owner, "now": now, "until": now + lease, "id": saga_id},
+                ).rowcount
+            )
+
+        taken: bool = await self._write(_Do(acquire))
+        return taken
+
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease: float) -> list[str]:
+        def renew(conn: sqlite3.Connection) -> list[str]:
+            held = []
+            until = time.time() + lease
+            for saga_id in saga_ids:
+                if conn.execute(
+                    "UPDATE sagas SET lease_expires = ? WHERE id = ? AND lease_owner = ?",
+                    (until, saga_id, owner),
+                ).rowcount:
+                    held.append(saga_id)
+            return held
+
+        kept: list[str] = await self._write(_Do(renew))
+        return kept
+
+    async def release(self, owner: str, saga_id: str, due_at: float | None) -> None:
+        def release(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE sagas SET lease_owner = NULL, lease_expires = NULL,"
+                f" due_at = CASE WHEN status IN {_UNFINISHED!r} THEN ? END"
+                " WHERE id = ? AND lease_owner = ?",
+                (due_at, saga_id, owner),
+            )
+
+        await self._write(_Do(release))
+        self._wake(saga_id)
+
+    async def send(self, saga_id: str, name: str, payload: str) -> Message:
+        def send(conn: sqlite3.Connection) -> Message:
+            now = time.time()
+            if not conn.execute(
+                f"UPDATE sagas SET due_at = CASE WHEN status IN {_UNFINISHED!r}"
+                " THEN min(coalesce(due_at, ?1), ?1) END WHERE id = ?2",
+                (now, saga_id),
+            ).rowcount:
+                raise UnknownSagaError(saga_id)
+            cursor = conn.execute(
+                "INSERT INTO saga_inbox (saga_id, name, payload, at) VALUES (?, ?, ?, ?)",
+                (saga_id, name, payload, now),
+            )
+            return Message(cursor.lastrowid or 0, saga_id, name, payload, now)
+
+        message: Message = await self._write(_Do(send))
+        self._wake(saga_id)
+        return message
+
+    async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
+        sql = "SELECT * FROM saga_inbox WHERE saga_id = ? AND id > ? ORDER BY id"
+        return self._guarded(
+            lambda conn: [Message(*row) for row in conn.execute(sql, (saga_id, after))]
+        )
+
+    async def changed(self, saga_id: str, timeout: float) -> None:
+        """Woken at once by changes made through this store; polls for other processes'."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.setdefault(saga_id, []).append(waiter)
+        try:
+            async with asyncio.timeout(min(timeout, POLL_INTERVAL)):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            waiters = self._watchers.get(saga_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._watchers.pop(saga_id, None)
+
     async def close(self) -> None:
         if self._queue:
             self._flush()
@@ -188,6 +330,11 @@ class SqliteStore:
             return fn(self._conn)  # type: ignore[arg-type]  # None only inside _connect
         except sqlite3.Error as error:
             raise StoreError(f"SQLite saga log {self.path!r}: {error}") from error
+
+    def _wake(self, saga_id: str) -> None:
+        for waiter in self._watchers.pop(saga_id, []):
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _write(self, write: _Write) -> Any:
         """Queue a write for the next group commit and wait until it is durable."""
@@ -295,12 +442,17 @@ def _commit(conn: sqlite3.Connection, writes: list[_Write]) -> list[tuple[bool, 
 def _together(conn: sqlite3.Connection, writes: list[_Write]) -> list[tuple[bool, Any]]:
     outcomes: list[tuple[bool, Any]] = []
     log: list[tuple[Any, ...]] = []
-    updates: list[tuple[str, float, str]] = []
+    updates: list[tuple[str, float, bool, str]] = []
     for write in writes:
         if isinstance(write, _Append):
             updates.append(write.update)
             log.extend(write.rows)
             outcomes.append((True, None))
+        elif isinstance(write, _Do):
+            try:
+                outcomes.append((True, write.apply(conn)))
+            except SagakitError as error:
+                raise _Conflict from error
         elif conn.execute(_INSERT_SAGA, write.instance).rowcount:
             log.extend(write.rows)
             outcomes.append((True, True))
@@ -334,4 +486,4 @@ def _record(row: tuple[Any, ...]) -> Record:
 
 
 def _instance(row: tuple[Any, ...]) -> Instance:
-    return Instance(row[0], row[1], row[2], SagaStatus(row[3]), row[4], row[5])
+    return Instance(row[0], row[1], row[2], SagaStatus(row[3]), *row[4:])

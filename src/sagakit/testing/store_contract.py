@@ -211,3 +211,97 @@ class StoreContract:
             ("compensation", "first", 1),
         ]
         assert all(found for *_, found in seen)
+
+
+class SchedulingContract:
+    """Leases, due times and inboxes: what workers sharing one store rely on."""
+
+    async def test_claim_takes_due_free_unfinished_instances_earliest_first(
+        self, store: Store
+    ) -> None:
+        now = time.time()
+        for saga_id, status, due in [
+            ("late", SagaStatus.RUNNING, now - 1),
+            ("early", SagaStatus.PENDING, now - 5),
+            ("future", SagaStatus.RUNNING, now + 60),
+            ("idle", SagaStatus.RUNNING, None),
+            ("done", SagaStatus.COMPLETED, now - 9),
+        ]:
+            await store.create(instance(saga_id, status)._replace(due_at=due), [started()])
+        assert await store.claim("w1", 10, 30.0) == ["early", "late"]
+        assert await store.claim("w2", 10, 30.0) == []
+        assert sorted(await store.claim("w2", 10, 30.0, due_only=False)) == ["future", "idle"]
+
+    async def test_claim_respects_the_limit(self, store: Store) -> None:
+        for i in range(5):
+            await store.create(instance(f"d{i}")._replace(due_at=time.time() - 10 + i), [started()])
+        assert await store.claim("w1", 2, 30.0) == ["d0", "d1"]
+
+    async def test_concurrent_claims_never_share_an_instance(self, store: Store) -> None:
+        past = time.time() - 1
+        for i in range(40):
+            await store.create(instance(f"c{i}")._replace(due_at=past), [started()])
+        batches = await asyncio.gather(*(store.claim(f"w{i}", 7, 30.0) for i in range(8)))
+        taken = [saga_id for batch in batches for saga_id in batch]
+        assert sorted(taken) == sorted(f"c{i}" for i in range(40))
+
+    async def test_a_lapsed_lease_makes_the_instance_due_for_others(self, store: Store) -> None:
+        await store.create(instance("x")._replace(due_at=time.time() - 1), [started()])
+        assert await store.claim("dead", 1, 0.0) == ["x"]  # a lease that lapses at once
+        assert await store.claim("alive", 1, 30.0) == ["x"]
+        assert await store.renew("dead", ["x"], 30.0) == []
+        assert await store.renew("alive", ["x"], 30.0) == ["x"]
+        loaded = await store.load("x")
+        assert loaded is not None and loaded.instance.lease_owner == "alive"
+
+    async def test_release_sets_when_the_instance_is_due_again(self, store: Store) -> None:
+        await store.create(instance("r")._replace(due_at=time.time() - 1), [started()])
+        assert await store.claim("w1", 1, 30.0) == ["r"]
+        await store.release("w1", "r", time.time() + 60)
+        assert await store.claim("w2", 1, 30.0) == []
+        assert await store.acquire("w2", "r", 30.0)
+        await store.release("w2", "r", time.time() - 1)
+        assert await store.claim("w3", 1, 30.0) == ["r"]
+        await store.release("someone-else", "r", None)  # not the holder: no effect
+        loaded = await store.load("r")
+        assert loaded is not None and loaded.instance.lease_owner == "w3"
+
+    async def test_acquire_takes_only_a_free_instance_of_any_status(self, store: Store) -> None:
+        await store.create(instance("t", SagaStatus.NEEDS_ATTENTION), [started()])
+        assert await store.acquire("op", "t", 30.0)
+        assert not await store.acquire("other", "t", 30.0)
+        assert await store.acquire("op", "t", 30.0)  # its own lease again
+        assert not await store.acquire("op", "missing", 30.0)
+
+    async def test_a_terminal_append_releases_the_lease(self, store: Store) -> None:
+        await store.create(instance("f")._replace(due_at=time.time() - 1), [started()])
+        assert await store.claim("w1", 1, 30.0) == ["f"]
+        await store.append("f", [step_record(1, RecordType.SAGA_COMPLETED)], SagaStatus.COMPLETED)
+        loaded = await store.load("f")
+        assert loaded is not None
+        assert (loaded.instance.lease_owner, loaded.instance.due_at) == (None, None)
+        assert await store.claim("w2", 1, 30.0, due_only=False) == []
+
+    async def test_send_queues_messages_and_wakes_the_instance(self, store: Store) -> None:
+        await store.create(instance("m"), [started()])
+        first = await store.send("m", "refund_settled", '{"ok":true}')
+        second = await store.send("m", "sagakit.cancel", '{"by":"ops"}')
+        assert second.id > first.id
+        assert [(m.name, m.payload) for m in await store.messages("m")] == [
+            ("refund_settled", '{"ok":true}'),
+            ("sagakit.cancel", '{"by":"ops"}'),
+        ]
+        assert [m.name for m in await store.messages("m", after=first.id)] == ["sagakit.cancel"]
+        assert await store.claim("w1", 1, 30.0) == ["m"]
+        with pytest.raises(UnknownSagaError):
+            await store.send("ghost", "x", "null")
+
+    async def test_changed_returns_on_an_append_and_after_its_timeout(self, store: Store) -> None:
+        await store.create(instance("w"), [started()])
+        waiting = asyncio.ensure_future(store.changed("w", 30.0))
+        await asyncio.sleep(0)  # let the watcher register before the change
+        await store.append("w", [step_record(1, RecordType.SAGA_COMPLETED)], SagaStatus.COMPLETED)
+        async with asyncio.timeout(10):
+            await waiting
+        async with asyncio.timeout(10):
+            await store.changed("w", 0.05)
