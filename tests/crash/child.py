@@ -39,7 +39,7 @@ from sagakit import Engine, Retry, Saga, SagaResult, SagaStatus, Step, Store, op
 from sagakit.context import CompensationContext, StepContext
 from sagakit.examples.order import build_order_saga, open_services
 from sagakit.log import Instance, Record
-from sagakit.store.base import StoredSaga
+from sagakit.store.base import StoreWrapper
 
 EMAIL_RETRY = Retry(attempts=None, backoff=0.01, max_backoff=0.05, jitter=0.0)
 """Short, so the retried e-mail costs the suite milliseconds, yet still goes through a due time."""
@@ -77,7 +77,7 @@ def _describe(records: Sequence[Record]) -> str:
     return ", ".join(f"{r.type.value}({r.step})" if r.step else r.type.value for r in records)
 
 
-class KillingStore:
+class KillingStore(StoreWrapper):
     """A :class:`sagakit.Store` that passes a ``commit`` kill point after every durable write.
 
     The point is taken after the real store returned, when (per the Store protocol) the
@@ -85,32 +85,17 @@ class KillingStore:
     """
 
     def __init__(self, inner: Store, switch: KillSwitch) -> None:
-        self.url = inner.url
-        self._inner = inner
+        super().__init__(inner)
         self._switch = switch
 
     async def create(self, instance: Instance, records: Sequence[Record]) -> bool:
-        created = await self._inner.create(instance, records)
+        created = await self.inner.create(instance, records)
         self._switch.point("commit", f"create: {_describe(records)}")
         return created
 
     async def append(self, saga_id: str, records: Sequence[Record], status: SagaStatus) -> None:
-        await self._inner.append(saga_id, records, status)
+        await self.inner.append(saga_id, records, status)
         self._switch.point("commit", f"append: {_describe(records)}")
-
-    async def load(self, saga_id: str) -> StoredSaga | None:
-        return await self._inner.load(saga_id)
-
-    async def instances(
-        self, status: SagaStatus | None = None, limit: int | None = None
-    ) -> list[Instance]:
-        return await self._inner.instances(status, limit)
-
-    async def unfinished(self) -> list[Instance]:
-        return await self._inner.unfinished()
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 def _wrap(fn: Callable[[Ctx], Any], is_async: bool, switch: KillSwitch) -> Callable[[Ctx], Any]:

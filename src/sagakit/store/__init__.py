@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from sagakit.errors import UnsupportedDatabaseError
-from sagakit.store.base import Store, StoredSaga
+from sagakit.store.base import Store, StoredSaga, StoreWrapper
 from sagakit.store.memory import MemoryStore
 
-__all__ = ["SCHEMES", "MemoryStore", "Store", "StoredSaga", "open_store"]
+__all__ = ["SCHEMES", "MemoryStore", "Store", "StoreWrapper", "StoredSaga", "open_store"]
 
 SCHEMES = ["memory", "sqlite"]
 

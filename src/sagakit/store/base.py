@@ -101,3 +101,55 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release connections and threads; the store is unusable afterwards."""
         ...
+
+
+class StoreWrapper:
+    """A :class:`Store` that hands every call to ``inner``: subclass it and override the
+    calls to observe or change (tracing, fault injection), and the rest keep working."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.url = inner.url
+
+    async def create(self, instance: Instance, records: Sequence[Record]) -> bool:
+        return await self.inner.create(instance, records)
+
+    async def append(self, saga_id: str, records: Sequence[Record], status: SagaStatus) -> None:
+        await self.inner.append(saga_id, records, status)
+
+    async def load(self, saga_id: str) -> StoredSaga | None:
+        return await self.inner.load(saga_id)
+
+    async def instances(
+        self, status: SagaStatus | None = None, limit: int | None = None
+    ) -> list[Instance]:
+        return await self.inner.instances(status, limit)
+
+    async def unfinished(self) -> list[Instance]:
+        return await self.inner.unfinished()
+
+    async def claim(
+        self, owner: str, limit: int, lease: float, *, due_only: bool = True
+    ) -> list[str]:
+        return await self.inner.claim(owner, limit, lease, due_only=due_only)
+
+    async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
+        return await self.inner.acquire(owner, saga_id, lease)
+
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease: float) -> list[str]:
+        return await self.inner.renew(owner, saga_ids, lease)
+
+    async def release(self, owner: str, saga_id: str, due_at: float | None) -> None:
+        await self.inner.release(owner, saga_id, due_at)
+
+    async def send(self, saga_id: str, name: str, payload: str) -> Message:
+        return await self.inner.send(saga_id, name, payload)
+
+    async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
+        return await self.inner.messages(saga_id, after)
+
+    async def changed(self, saga_id: str, timeout: float) -> None:
+        await self.inner.changed(saga_id, timeout)
+
+    async def close(self) -> None:
+        await self.inner.close()
