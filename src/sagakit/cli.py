@@ -26,14 +26,14 @@ from rich.console import Console
 from rich.table import Table
 
 from sagakit.apps import AppReferenceError, load_sagas
-from sagakit.engine import Engine
+from sagakit.engine import DEFAULT_LEASE, Outcome
 from sagakit.errors import SagakitError, UnknownSagaError
 from sagakit.log import SagaStatus, StepStatus
-from sagakit.runner import Outcome, Runner
 from sagakit.saga import Saga
 from sagakit.state import SagaState
 from sagakit.store import Store, open_store
 from sagakit.timeline import render_timeline, status_text
+from sagakit.worker import Worker, resume_all
 
 DEFAULT_DB = "sqlite:///sagakit.db"
 T = TypeVar("T")
@@ -209,23 +209,33 @@ def worker(
     ],
     db: Db = DEFAULT_DB,
     once: Annotated[
-        bool, typer.Option("--once", help="Resume what is unfinished, then exit.")
+        bool,
+        typer.Option("--once", help="Finish what is unfinished (after a crash), then exit."),
     ] = False,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=10_000, help="Sagas driven at once.")
+    ] = 16,
+    lease: Annotated[
+        float,
+        typer.Option("--lease", min=0.1, max=3600, help="Seconds a claim lasts unrenewed."),
+    ] = DEFAULT_LEASE,
     poll: Annotated[
-        float, typer.Option("--poll", min=0.01, max=3600, help="Seconds between polls.")
+        float, typer.Option("--poll", min=0.01, max=3600, help="Seconds between claims.")
     ] = 1.0,
 ) -> None:
-    """Resume every unfinished saga instance (after a crash, say), then keep polling."""
+    """Claim due saga instances and drive them; run many, on many machines, per database."""
     if os.getcwd() not in sys.path:  # like `python -m`: the user's modules are importable
         sys.path.insert(0, os.getcwd())
     try:
         sagas = load_sagas(app_ref)
     except AppReferenceError as error:
         _fail(str(error), 2)
-    raise typer.Exit(_run(_work(db, sagas, once, poll)))
+    raise typer.Exit(_run(_work(db, sagas, once, concurrency, lease, poll)))
 
 
-async def _work(url: str, sagas: list[Saga], once: bool, poll: float) -> int:
+async def _work(
+    url: str, sagas: list[Saga], once: bool, concurrency: int, lease: float, poll: float
+) -> int:
     outcomes: list[Outcome] = []
 
     def report(outcome: Outcome) -> None:
@@ -233,15 +243,16 @@ async def _work(url: str, sagas: list[Saga], once: bool, poll: float) -> int:
         typer.echo(_describe(outcome))
 
     async with _opened(url) as store:
-        runner = Runner(Engine(store, sagas), report)
-        stop = _stop_on_signals()
-        names = ", ".join(s.key for s in sagas)
         if once:
-            await runner.run_once(stop)
+            await resume_all(store, sagas, lease=lease, report=report)
             typer.echo(f"resumed {len(outcomes)} saga(s)")
         else:
-            typer.echo(f"worker started ({names}); polling every {poll:g}s, Ctrl-C to stop")
-            await runner.run_forever(stop, poll)
+            pool = Worker(
+                store, sagas, concurrency=concurrency, lease=lease, poll=poll, report=report
+            )
+            names = ", ".join(s.key for s in sagas)
+            typer.echo(f"worker {pool.owner} started ({names}); Ctrl-C or SIGTERM to stop")
+            await pool.run(_stop_on_signals())
             typer.echo("worker stopped")
     return 1 if any(o.error is not None for o in outcomes) else 0
 

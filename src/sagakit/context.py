@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
 from sagakit.codec import decode
+from sagakit.errors import SignalTimeoutError
 
 
 class Results(Mapping[str, Any]):
@@ -46,8 +48,50 @@ class Results(Mapping[str, Any]):
 _UNREAD: Any = object()
 
 
+class WaitForMessage(BaseException):
+    """Raised by ``ctx.wait_for`` when the message has not come: the engine records the
+    wait and parks the call (a worker is freed) until the message or the timeout.
+
+    A ``BaseException``, so that a step's own ``except Exception`` cannot swallow it.
+    """
+
+    def __init__(self, name: str, until: float | None) -> None:
+        super().__init__(name, until)
+        self.name = name
+        self.until = until
+
+
+class _Waits:
+    """``wait_for``, shared by both contexts."""
+
+    __slots__ = ()
+    saga_name: str
+    step: str
+    _signals: Mapping[str, str]
+    _waiting: Mapping[str, Any] | None
+
+    async def wait_for(self, name: str, timeout: float | None = None) -> Any:
+        """The payload of the message ``name`` sent to this saga (``client.signal``).
+
+        If it has not come yet, the call is parked without holding a worker and made
+        again, with the same idempotency key, once it comes; so code before ``wait_for``
+        must be safe to repeat, as all step code is. After ``timeout`` seconds (counted
+        from the first wait, across restarts) it raises :class:`SignalTimeoutError`.
+        """
+        if name in self._signals:
+            return decode(self._signals[name])
+        waiting = self._waiting
+        if waiting is not None and waiting.get("signal") == name:
+            until = waiting["until"]
+        else:
+            until = None if timeout is None else time.time() + timeout
+        if until is not None and time.time() >= until:
+            raise SignalTimeoutError(self.saga_name, self.step, name)
+        raise WaitForMessage(name, until)
+
+
 @dataclass(slots=True)
-class StepContext:
+class StepContext(_Waits):
     """Handed to a step's action.
 
     ``idempotency_key`` is the same for every attempt of this action, in any process;
@@ -61,6 +105,8 @@ class StepContext:
     idempotency_key: str
     input_json: str = field(repr=False)
     results: Results
+    _signals: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    _waiting: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
     _input: Any = field(default=_UNREAD, init=False, repr=False, compare=False)
 
     @property
@@ -72,7 +118,7 @@ class StepContext:
 
 
 @dataclass(slots=True)
-class CompensationContext:
+class CompensationContext(_Waits):
     """Handed to a step's compensation.
 
     ``result`` is what the action returned, or None when the action failed and the step has
@@ -91,6 +137,8 @@ class CompensationContext:
     result: Any
     error: Mapping[str, Any] | None
     results: Results
+    _signals: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    _waiting: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
     _input: Any = field(default=_UNREAD, init=False, repr=False, compare=False)
 
     @property

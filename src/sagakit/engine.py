@@ -1,42 +1,39 @@
-"""The engine: runs saga instances forward, compensates them, and resumes them after a crash.
+"""The engine: starts saga instances, drives them, and resumes them after a crash.
 
-Everything the engine knows about an instance is a :class:`~sagakit.state.SagaState` folded
-from the instance's log. Each decision reads that state, appends records, and applies them:
-so ``resume`` only has to rebuild the state from the store to carry on where a dead process
-stopped. The write-ahead rule: a ``*_started`` record is durable before its call is made,
-and an outcome record is durable before anything depends on it (the next call, a back-off
-sleep, or returning the result). Records that can wait are committed together with the
-next ones that cannot, so a three-step saga costs four commits.
+Everything the engine knows about an instance is a :class:`~sagakit.state.SagaState`
+folded from its log, driven by a :class:`~sagakit.driver.Driver`; so resuming only has to
+rebuild the state from the store. An engine holds a lease on every instance it drives and
+renews it while it works, so that other engines and workers sharing the store leave the
+instance alone, and take it over if this process dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sagakit.codec import ENCODE_ERRORS, decode, encode
-from sagakit.context import CompensationContext, Results, StepContext
+from sagakit.codec import ENCODE_ERRORS, encode
+from sagakit.context import Results
+from sagakit.driver import Driver
 from sagakit.errors import (
-    CompensationImpossible,
-    SagaDeadlineError,
     SagaDefinitionError,
     SerializationError,
-    StepTimeoutError,
     UnknownSagaError,
     UnregisteredSagaError,
 )
-from sagakit.log import Instance, Record, RecordType, SagaStatus, StepStatus
-from sagakit.policies import Retry
-from sagakit.saga import Saga, Step, StepKind
-from sagakit.state import SagaState, StepState
+from sagakit.log import Instance, Record, RecordType, SagaStatus
+from sagakit.saga import Saga
+from sagakit.state import SagaState
 from sagakit.store.base import Store
 
-_START = RecordType.STEP_STARTED
-_COMP_START = RecordType.COMPENSATION_STARTED
+DEFAULT_LEASE = 30.0
+"""Seconds an engine holds an instance without renewing; renewed every third of it."""
 
 
 @dataclass(slots=True)
@@ -52,9 +49,11 @@ class SagaResult:
     reason: str | None = None
     """Why the saga compensated or needs attention."""
     failed_compensations: tuple[str, ...] = ()
+    due_at: float | None = None
+    """For an unfinished saga handed back to the store: when it is due again."""
 
     @classmethod
-    def of(cls, state: SagaState) -> SagaResult:
+    def of(cls, state: SagaState, due_at: float | None = None) -> SagaResult:
         return cls(
             state.id,
             state.name,
@@ -63,17 +62,50 @@ class SagaResult:
             state.results,
             state.reason,
             tuple(state.failed_compensations),
+            due_at,
         )
 
 
-class Engine:
-    """Runs and resumes instances of registered sagas against one :class:`Store`."""
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How driving one instance ended: its result, or the error that stopped it."""
 
-    def __init__(self, store: Store, sagas: Iterable[Saga] = ()) -> None:
+    saga_id: str
+    result: SagaResult | None = None
+    error: Exception | None = None
+
+
+def default_owner() -> str:
+    """``host:pid:random``: who holds a lease, readable by an operator."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+class Engine:
+    """Runs and resumes instances of registered sagas against one :class:`Store`.
+
+    ``hand_back=True`` (what workers use) ends a drive at every wait longer than a moment
+    (a retry's back-off, a wait for a message) and leaves the due time to the store, so no
+    coroutine and no worker is held; otherwise the engine waits in this process.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        sagas: Iterable[Saga] = (),
+        *,
+        owner: str | None = None,
+        lease: float = DEFAULT_LEASE,
+        hand_back: bool = False,
+    ) -> None:
         self.store = store
+        self.owner = owner or default_owner()
+        self.lease = lease
+        self.hand_back = hand_back
         self._sagas: dict[tuple[str, int], _Plan] = {}
         self._active: dict[str, list[asyncio.Future[SagaResult]]] = {}
-        """Instances this engine is driving now, with whoever else waits for them."""
+        self._drivers: dict[str, Driver] = {}
+        self._renewal: asyncio.TimerHandle | None = None
+        self._renewing: set[asyncio.Task[None]] = set()
         for saga in sagas:
             self.register(saga)
 
@@ -90,8 +122,13 @@ class Engine:
             raise SagaDefinitionError(saga.name, "a saga needs at least one step")
         self._sagas[(saga.name, saga.version)] = _Plan(saga)
 
+    @property
+    def sagas(self) -> list[Saga]:
+        return [plan.saga for plan in self._sagas.values()]
+
     async def run(self, saga: Saga, input: Any = None, *, saga_id: str | None = None) -> SagaResult:
-        """Start an instance and drive it to a terminal status.
+        """Start an instance and drive it to a terminal status (or, handing waits back,
+        as far as it goes now).
 
         Starting is idempotent on ``saga_id``: if that instance exists already, nothing runs
         twice; you get its outcome (awaited, if this engine is running it now), or, if it
@@ -104,16 +141,56 @@ class Engine:
         saga_id = saga_id or new_saga_id()
         if saga_id in self._active:
             return await self._join(saga_id)
-        run = _Run(self.store, plan, plan.begin(saga_id, input))
-        return await self._track(saga_id, self._start(run))
+        driver = Driver(self.store, plan, plan.begin(saga_id, input), self.hand_back)
+        return await self._track(saga_id, self._start(driver))
 
-    async def resume(self) -> list[SagaResult]:
-        """Carry on every unfinished instance in the store, concurrently; their outcomes."""
-        instances = await self.store.unfinished()
-        return list(await asyncio.gather(*(self.resume_saga(i.id) for i in instances)))
+    async def resume(
+        self, *, wait: float = 0.0, report: Callable[[Outcome], None] | None = None
+    ) -> list[SagaResult]:
+        """Carry on every unfinished instance nobody else holds, concurrently; their results.
+
+        Instances whose holder stopped renewing (it died) are taken once the lease lapses;
+        ``wait`` is how long to wait for such lapses, from now. One instance's error does
+        not stop the others: with ``report`` every outcome is reported as it comes, errors
+        included; without it the first error is raised once all are done.
+        """
+        deadline = time.time() + wait
+        outcomes: list[Outcome] = []
+
+        async def one(saga_id: str) -> None:
+            try:
+                outcome = Outcome(saga_id, result=await self.drive_claimed(saga_id))
+            except Exception as error:
+                outcome = Outcome(saga_id, error=error)
+            outcomes.append(outcome)
+            if report is not None:
+                report(outcome)
+
+        while True:
+            claimed = await self.store.claim(self.owner, 1_000, self.lease, due_only=False)
+            if claimed:
+                await asyncio.gather(*(one(saga_id) for saga_id in claimed))
+                continue
+            lapse = await self._next_lapse(deadline)
+            if lapse is None:
+                break
+            await asyncio.sleep(max(lapse - time.time(), 0.0))  # a known instant, not a guess
+        errors = [o.error for o in outcomes if o.error is not None]
+        if errors and report is None:
+            raise errors[0]
+        return [o.result for o in outcomes if o.result is not None]
 
     async def resume_saga(self, saga_id: str) -> SagaResult:
-        """Carry on one instance from its log; a terminal one is returned as it is."""
+        """Carry on one instance from its log, if nobody else holds it; a terminal one, or
+        one another engine holds, is returned as it stands."""
+        if saga_id in self._active:
+            return await self._join(saga_id)
+        if not await self.store.acquire(self.owner, saga_id, self.lease):
+            return SagaResult.of(await self.status(saga_id))
+        return await self.drive_claimed(saga_id)
+
+    async def drive_claimed(self, saga_id: str) -> SagaResult:
+        """Drive an instance this engine has just leased (by ``claim`` or ``acquire``)."""
         if saga_id in self._active:
             return await self._join(saga_id)
         return await self._track(saga_id, self._resume(saga_id))
@@ -125,6 +202,22 @@ class Engine:
             raise UnknownSagaError(saga_id)
         return SagaState.from_records(saga_id, stored.records)
 
+    def poke(self, saga_id: str) -> None:
+        """Tell the driver of ``saga_id`` (if it is here) that a message may have come."""
+        driver = self._drivers.get(saga_id)
+        if driver is not None:
+            driver.check_inbox = True
+
+    async def _next_lapse(self, deadline: float) -> float | None:
+        """When the next lease held by someone else lapses, if that is before ``deadline``."""
+        lapses = [
+            i.lease_expires
+            for i in await self.store.unfinished()
+            if i.lease_owner not in (None, self.owner) and i.lease_expires is not None
+        ]
+        soonest = min(lapses, default=None)
+        return soonest if soonest is not None and soonest <= deadline else None
+
     async def _join(self, saga_id: str) -> SagaResult:
         """Wait for the outcome of an instance this engine is already driving."""
         waiter: asyncio.Future[SagaResult] = asyncio.get_running_loop().create_future()
@@ -132,32 +225,82 @@ class Engine:
         return await waiter
 
     async def _track(self, saga_id: str, work: Awaitable[SagaResult]) -> SagaResult:
+        """Run ``work`` as the one drive of ``saga_id`` here; hand the lease back after."""
         waiters: list[asyncio.Future[SagaResult]] = []
         self._active[saga_id] = waiters
+        if self._renewal is None:
+            self._schedule_renewal()
         try:
             result = await work
         except BaseException as error:
             for waiter in waiters:
                 if not waiter.done():  # a joiner may have been cancelled
                     waiter.set_exception(error)
+            await self._hand_back(saga_id, time.time())
             raise
         finally:
             del self._active[saga_id]
+            self._drivers.pop(saga_id, None)
+        if not result.status.is_terminal:
+            await self._hand_back(saga_id, result.due_at)
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(result)
         return result
 
-    async def _start(self, run: _Run) -> SagaResult:
-        """Create the instance with its first ``step_started``, then drive it."""
-        state, saga = run.state, run.plan.saga
-        run.record_new(_START, saga.steps[0].name, 1, None)
+    async def _hand_back(self, saga_id: str, due_at: float | None) -> None:
+        """Release the lease so the instance is picked up when due; never masks an error."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self.store.release(self.owner, saga_id, due_at))
+
+    def _schedule_renewal(self) -> None:
+        """Renew every third of a lease while anything is driven here (a timer, not a task,
+        so an idle engine leaves nothing running)."""
+        loop = asyncio.get_running_loop()
+        self._renewal = loop.call_later(self.lease / 3, self._renewal_due)
+
+    def _renewal_due(self) -> None:
+        self._renewal = None
+        if not self._active:
+            return
+        task = asyncio.get_running_loop().create_task(self._renew(list(self._active)))
+        self._renewing.add(task)
+        task.add_done_callback(self._renewing.discard)
+        self._schedule_renewal()
+
+    async def _renew(self, held: list[str]) -> None:
+        """Keep the leases of the instances being driven here; tell their drivers to look at
+        their inbox while at it, so a cancel reaches a busy saga within a renewal period."""
+        with contextlib.suppress(Exception):  # a store hiccup: the next round retries
+            await self.store.renew(self.owner, held, self.lease)
+        for driver in self._drivers.values():
+            driver.check_inbox = True
+
+    async def _start(self, driver: Driver) -> SagaResult:
+        """Create the instance, leased to us, with its first ``step_started``; drive it."""
+        state, saga = driver.state, driver.plan.saga
+        driver.record_new(RecordType.STEP_STARTED, saga.steps[0].name, 1, None)
         at = state.records[0].at
-        instance = Instance(state.id, saga.name, saga.version, SagaStatus.RUNNING, at, at)
+        instance = Instance(
+            state.id,
+            saga.name,
+            saga.version,
+            state.status,
+            at,
+            at,
+            None,
+            self.owner,
+            at + self.lease,
+        )
         if not await self.store.create(instance, state.records):
             return await self._existing(state.id)
-        run.pending = []
-        return await run.drive()
+        driver.pending = []
+        return await self._drive(driver)
+
+    async def _drive(self, driver: Driver) -> SagaResult:
+        self._drivers[driver.state.id] = driver
+        due_at = await driver.drive()
+        return SagaResult.of(driver.state, due_at)
 
     async def _existing(self, saga_id: str) -> SagaResult:
         stored = await self.store.load(saga_id)
@@ -173,16 +316,21 @@ class Engine:
         if state.status.is_terminal:
             return SagaResult.of(state)
         plan = self._sagas.get((state.name, state.version))
-        run = _Run(self.store, plan, state)
         if plan is None:
             known = sorted(p.saga.key for p in self._sagas.values())
             reason = str(UnregisteredSagaError(state.name, state.version, known))
-            run.record_new(
-                RecordType.SAGA_NEEDS_ATTENTION, None, 0, _dumps({"reason": reason, "failed": []})
+            record = Record(
+                len(state.records),
+                RecordType.SAGA_NEEDS_ATTENTION,
+                time.time(),
+                data=encode({"reason": reason, "failed": []}),
             )
-            await run.flush()
+            state.apply(record)
+            await self.store.append(saga_id, [record], state.status)
             return SagaResult.of(state)
-        return await run.drive()
+        driver = Driver(self.store, plan, state, self.hand_back)
+        driver.check_inbox = True  # woken, maybe by a message
+        return await self._drive(driver)
 
 
 class _Plan:
@@ -233,263 +381,3 @@ def idempotency_key(saga_id: str, step: str, role: str = "action") -> str:
     It is derived, never stored: the same in every attempt, process and worker.
     """
     return f"{saga_id}:{step}:{role}"
-
-
-class _Outcome:
-    """How one call ended: a JSON result, or an error (and whether it may be retried)."""
-
-    __slots__ = ("error", "exception", "result")
-
-    def __init__(
-        self,
-        result: str | None = None,
-        error: dict[str, str] | None = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        self.result = result
-        self.error = error
-        self.exception = exception
-
-
-class _Run:
-    """One instance being driven: its plan, its state, and records not yet committed."""
-
-    __slots__ = ("pending", "plan", "state", "store")
-
-    def __init__(self, store: Store, plan: _Plan | None, state: SagaState) -> None:
-        self.store = store
-        self.plan: _Plan = plan  # type: ignore[assignment]  # None only to mark unregistered
-        self.state = state
-        self.pending: list[Record] = []
-
-    def record_new(
-        self, kind: RecordType, step: str | None, attempt: int, data: str | None
-    ) -> None:
-        """Apply a new record to the state now; it is committed at the next :meth:`flush`."""
-        record = Record(len(self.state.records), kind, time.time(), step, attempt, data)
-        self.state.apply(record)
-        self.pending.append(record)
-
-    async def flush(self) -> None:
-        if self.pending:
-            records, self.pending = self.pending, []
-            await self.store.append(self.state.id, records, self.state.status)
-
-    async def drive(self) -> SagaResult:
-        """Take the instance from wherever its state says to a terminal status."""
-        state = self.state
-        while True:
-            if state.status is SagaStatus.RUNNING:
-                await self._forward()
-            elif state.status is SagaStatus.COMPENSATING:
-                await self._compensate()
-            else:
-                await self.flush()
-                return SagaResult.of(state)
-
-    async def _forward(self) -> None:
-        """Run the next step's action once (this is the hot path, so it is written flat)."""
-        state, saga = self.state, self.plan.saga
-        if state.cursor == len(state.steps):
-            self.record_new(RecordType.SAGA_COMPLETED, None, 0, None)
-            return
-        step_state = state.steps[state.cursor]
-        step = saga.steps[state.cursor]
-        before_pivot = step.kind is not StepKind.RETRIABLE
-        if step_state.status is not StepStatus.RUNNING:  # else: a call cut short by a crash
-            if step_state.retry_at is not None:
-                await self._wait_for_retry(step_state)
-            if before_pivot and state.deadline_at is not None and time.time() >= state.deadline_at:
-                self._begin_compensation(str(SagaDeadlineError(saga.name, state.id)))
-                return
-            self.record_new(_START, step.name, step_state.attempts + 1, None)
-        if self.pending:
-            await self.flush()
-        attempt = step_state.attempts
-        key = f"{state.id}:{step.name}:action"
-        ctx = StepContext(
-            state.id, saga.name, step.name, attempt, key, state.input_json, state.results
-        )
-
-        if step.timeout is None and state.deadline_at is None and step.action_is_async:
-            try:
-                value = await step.action(ctx)
-            except Exception as error:
-                outcome = _Outcome(error=_describe(error), exception=error)
-            else:
-                try:
-                    result = encode(value)
-                except ENCODE_ERRORS:
-                    outcome = _recorded(value, saga.name, step.name)  # says why, as a failure
-                else:
-                    self.record_new(RecordType.STEP_SUCCEEDED, step.name, attempt, result)
-                    return
-        else:
-            timeout, by_deadline = self._timeout(step, before_pivot)
-            outcome = await _call(
-                step.action, step.action_is_async, ctx, timeout, saga.name, step.name
-            )
-            if by_deadline and isinstance(outcome.exception, StepTimeoutError):
-                late = SagaDeadlineError(saga.name, state.id)
-                outcome = _Outcome(error=_describe(late), exception=late)
-        if outcome.error is None:
-            self.record_new(RecordType.STEP_SUCCEEDED, step.name, attempt, outcome.result)
-            return
-        retry_at = self._retry_at(step.retry_policy, attempt, outcome)
-        failed = _dumps({"error": outcome.error, "retry_at": retry_at})
-        self.record_new(RecordType.STEP_FAILED, step.name, attempt, failed)
-        if retry_at is not None:
-            return
-        reason = f"step {step.name!r} failed: {outcome.error['message']}"
-        if before_pivot:
-            self._begin_compensation(reason)
-        else:
-            self._needs_attention(reason, [])
-
-    async def _compensate(self) -> None:
-        state, saga = self.state, self.plan.saga
-        step_state = self._next_to_compensate()
-        if step_state is None:
-            stuck = [s.name for s in state.steps if s.status is StepStatus.COMPENSATION_FAILED]
-            if stuck:
-                self._needs_attention(
-                    f"{state.reason}; compensation did not finish for {', '.join(stuck)}", stuck
-                )
-            else:
-                self.record_new(RecordType.SAGA_COMPENSATED, None, 0, None)
-            return
-        step = saga.get(step_state.name)
-        if step_state.status is not StepStatus.COMPENSATING:
-            await self._wait_for_retry(step_state)
-            attempt = step_state.compensation_attempts + 1
-            self.record_new(_COMP_START, step.name, attempt, None)
-        await self.flush()
-        attempt = step_state.compensation_attempts
-        ctx = CompensationContext(
-            state.id,
-            saga.name,
-            step.name,
-            attempt,
-            idempotency_key(state.id, step.name, "compensation"),
-            idempotency_key(state.id, step.name),
-            state.input_json,
-            None if step_state.result is None else decode(step_state.result),
-            step_state.error,
-            state.results,
-        )
-        assert step.compensation is not None  # only compensatable steps are picked
-        outcome = await _call(
-            step.compensation, step.compensation_is_async, ctx, step.timeout, saga.name, step.name
-        )
-        if outcome.error is None:
-            self.record_new(RecordType.COMPENSATION_SUCCEEDED, step.name, attempt, None)
-            return
-        retry_at = self._retry_at(step.compensation_retry, attempt, outcome)
-        failed = _dumps({"error": outcome.error, "retry_at": retry_at})
-        self.record_new(RecordType.COMPENSATION_FAILED, step.name, attempt, failed)
-
-    def _next_to_compensate(self) -> StepState | None:
-        """The next step to undo: last completed first, a partly done failed step before all."""
-        state, saga = self.state, self.plan.saga
-        order = list(reversed(state.completed))
-        partial = [
-            s.name
-            for s in state.steps
-            if s.error is not None
-            and s.name not in state.raw_results
-            and saga.get(s.name).compensate_on_failure
-        ]
-        for name in partial + order:
-            step_state = state.by_name[name]
-            status = step_state.status
-            if status is StepStatus.COMPENSATED or saga.get(name).compensation is None:
-                continue
-            if status is StepStatus.COMPENSATION_FAILED and step_state.retry_at is None:
-                continue
-            return step_state
-        return None
-
-    def _begin_compensation(self, reason: str) -> None:
-        self.record_new(RecordType.SAGA_COMPENSATING, None, 0, _dumps({"reason": reason}))
-
-    def _needs_attention(self, reason: str, failed: list[str]) -> None:
-        data = _dumps({"reason": reason, "failed": failed})
-        self.record_new(RecordType.SAGA_NEEDS_ATTENTION, None, 0, data)
-
-    def _timeout(self, step: Step, before_pivot: bool) -> tuple[float | None, bool]:
-        """The call's time limit, and whether it is the saga's deadline that sets it."""
-        deadline = self.state.deadline_at
-        if deadline is None or not before_pivot:
-            return step.timeout, False
-        left = max(deadline - time.time(), 0.0)
-        if step.timeout is None or left < step.timeout:
-            return left, True
-        return step.timeout, False
-
-    @staticmethod
-    def _retry_at(policy: Retry, attempt: int, outcome: _Outcome) -> float | None:
-        error = outcome.exception
-        final = (SerializationError, CompensationImpossible, SagaDeadlineError)
-        if error is None or isinstance(error, final):
-            return None
-        if not policy.allows_another(attempt, error):
-            return None
-        return time.time() + policy.delay(attempt)
-
-    async def _wait_for_retry(self, step_state: StepState) -> None:
-        """Commit the failure, then sleep until the retry's due time (stored, so durable)."""
-        if step_state.retry_at is None:
-            return
-        await self.flush()
-        delay = step_state.retry_at - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-
-async def _call(
-    fn: Callable[[Any], Any],
-    is_async: bool,
-    ctx: StepContext | CompensationContext,
-    timeout: float | None,
-    saga: str,
-    step: str,
-) -> _Outcome:
-    """Call an action or compensation; never raises an ``Exception`` the user code raised."""
-    try:
-        if timeout is None:
-            value = await fn(ctx) if is_async else await asyncio.to_thread(fn, ctx)
-        else:
-            async with asyncio.timeout(timeout) as scope:
-                try:
-                    value = await fn(ctx) if is_async else await asyncio.to_thread(fn, ctx)
-                except asyncio.CancelledError:
-                    if scope.expired():
-                        raise StepTimeoutError(saga, step, timeout) from None
-                    raise
-    except Exception as error:
-        return _Outcome(error=_describe(error), exception=error)
-    if isinstance(ctx, CompensationContext):
-        return _Outcome()
-    return _recorded(value, saga, step)
-
-
-def _recorded(value: Any, saga: str, step: str) -> _Outcome:
-    """The outcome of an action that returned ``value``: its JSON, or why it has none."""
-    try:
-        return _Outcome(result=encode(value))
-    except ENCODE_ERRORS as cause:
-        refused = SerializationError(saga, "the result", cause, step)
-        return _Outcome(error=_describe(refused), exception=refused)
-
-
-def _describe(error: BaseException) -> dict[str, str]:
-    kind = type(error)
-    name = (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
-    return {"type": name, "message": str(error) or name}
-
-
-_dumps = encode

@@ -10,12 +10,22 @@
     ├── CompensationImpossible     raised by a compensation: this cannot be undone, ask a human
     ├── UnknownSagaError           no saga instance with that id
     ├── UnregisteredSagaError      an instance's definition (name, version) is not registered
-    └── StoreError                 the saga log cannot be used
-        ├── UnsupportedDatabaseError   the --db URL names a scheme we do not support
-        ├── SchemaVersionError         the database was made by a newer sagakit
-        └── ConcurrentUpdateError      someone else appended to the same instance
+    ├── SignalTimeoutError         a step's wait for a message timed out
+    ├── OperatorActionError        retry / resolve / cancel does not fit the saga's state
+    ├── ResultTimeoutError         the outcome was not there within the caller's timeout
+    ├── StoreError                 the saga log cannot be used
+    │   ├── UnsupportedDatabaseError   the --db URL names a scheme we do not support
+    │   ├── SchemaVersionError         the database was made by a newer sagakit
+    │   └── ConcurrentUpdateError      someone else appended to the same instance
+    ├── MalformedEventError        bytes that are not a sagakit event (says what is wrong)
+    └── BrokerError                the message broker cannot be used
+        ├── UnsupportedBrokerError     the broker URL names a scheme we do not support
+        ├── MissingBrokerDriverError   the broker's client library is not installed
+        ├── BrokerConnectionError      the broker cannot be reached (URL shown without password)
+        └── BrokerNameError            a stream or group name not every broker accepts
 
-Driver errors are translated at the store boundary; the original stays as ``__cause__``.
+Driver errors are translated at the store and broker boundaries; the original stays as
+``__cause__``.
 """
 
 from __future__ import annotations
@@ -125,3 +135,72 @@ class ConcurrentUpdateError(StoreError):
         super().__init__(f"saga {saga_id!r}: log position {seq} was already written")
         self.saga_id = saga_id
         self.seq = seq
+
+
+class MalformedEventError(SagakitError):
+    """Data that is not a valid sagakit event; the message says exactly what is wrong."""
+
+
+class BrokerError(SagakitError):
+    """The message broker cannot be used."""
+
+
+class UnsupportedBrokerError(BrokerError):
+    """The broker URL's scheme is not one sagakit supports."""
+
+    def __init__(self, url: str, supported: list[str]) -> None:
+        super().__init__(
+            f"unsupported broker URL {url!r}: use one of "
+            + ", ".join(f"{s}://..." for s in supported)
+        )
+        self.url = url
+
+
+class MissingBrokerDriverError(BrokerError):
+    """The client library a broker URL needs is not installed; says which extra to install."""
+
+    def __init__(self, scheme: str, package: str, extra: str) -> None:
+        super().__init__(
+            f"{scheme}:// brokers need the {package!r} package: pip install 'sagakit[{extra}]'"
+        )
+        self.extra = extra
+
+
+class BrokerConnectionError(BrokerError):
+    """The broker cannot be reached or dropped the connection; ``url`` has no password."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach the broker at {url}: {reason}")
+        self.url = url
+
+
+class BrokerNameError(BrokerError):
+    """A stream or group name that some broker would refuse or mangle."""
+
+
+class SignalTimeoutError(SagakitError):
+    """A step waited for a message longer than its timeout; a failure like any other."""
+
+    def __init__(self, saga: str, step: str, signal: str) -> None:
+        super().__init__(f"saga {saga!r}, step {step!r}: no {signal!r} message in time")
+        self.saga = saga
+        self.step = step
+        self.signal = signal
+
+
+class OperatorActionError(SagakitError):
+    """An operator's retry, resolve or cancel that the saga's state does not allow."""
+
+    def __init__(self, saga_id: str, action: str, why: str) -> None:
+        super().__init__(f"cannot {action} saga {saga_id!r}: {why}")
+        self.saga_id = saga_id
+        self.action = action
+
+
+class ResultTimeoutError(SagakitError, TimeoutError):
+    """The saga had no outcome within the time the caller was willing to wait."""
+
+    def __init__(self, saga_id: str, timeout: float, status: str) -> None:
+        super().__init__(f"saga {saga_id!r} still {status} after {timeout:g}s")
+        self.saga_id = saga_id
+        self.status = status

@@ -36,6 +36,7 @@ class StepStatus(StrEnum):
 
     PENDING = "pending"
     RUNNING = "running"
+    WAITING = "waiting"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     COMPENSATING = "compensating"

@@ -20,6 +20,12 @@ Record payloads (``Record.data``, JSON):
 ``compensation_failed``           as ``step_failed``
 ``saga_completed``, ``saga_compensated``  null
 ``saga_needs_attention``          ``{"reason", "failed": [step names]}``
+``step_waiting``                  ``{"signal", "until", "role"}``: the call (``role`` action or
+                                  compensation) waits for a message until ``until``
+``message_received``              ``{"id", "name", "payload"}``: an inbox message taken
+``cancel_requested``              ``{"by", "reason"}``
+``operator_retry``                ``{"by", "note"}``: try the failed calls again
+``operator_resolved``             ``{"by", "note"}``: a person finished the saga by hand
 ================================  ==========================================================
 """
 
@@ -47,6 +53,13 @@ class StepState:
     error: dict[str, Any] | None = None
     compensation_error: dict[str, Any] | None = None
     retry_at: float | None = None
+    started_at: float | None = None
+    """When the latest call (action or compensation) was started: timeouts count from it."""
+    waiting: dict[str, Any] | None = None
+    """What the current call waits for: ``{"signal", "until", "role"}``."""
+    retry_base: int = 0
+    """Attempts made before an operator's retry; retry policies count from here."""
+    compensation_retry_base: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +72,7 @@ class StepState:
             "error": self.error,
             "compensation_error": self.compensation_error,
             "retry_at": self.retry_at,
+            "waiting": self.waiting,
         }
 
 
@@ -80,6 +94,14 @@ class SagaState:
     reason: str | None = None
     failed_compensations: list[str] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
+    signals: dict[str, str] = field(default_factory=dict)
+    """Payloads (JSON) of the messages taken, by name; the latest of a name wins."""
+    last_message: int = 0
+    """Id of the last inbox message taken: newer ones are still to take."""
+    cancel: dict[str, Any] | None = None
+    resolution: dict[str, Any] | None = None
+    before_attention: SagaStatus | None = None
+    """Whether it was going forward or compensating when it needed attention."""
     cursor: int = 0
 
     @property
@@ -119,11 +141,15 @@ class SagaState:
             step.status = StepStatus.RUNNING
             step.attempts = record.attempt
             step.retry_at = None
+            step.started_at = record.at
+            if self.status is SagaStatus.PENDING:
+                self.status = SagaStatus.RUNNING
         elif kind is RecordType.STEP_SUCCEEDED:
             step = self.by_name[record.step]  # type: ignore[index]
             step.status = StepStatus.SUCCEEDED
             step.result = record.data
             step.error = None  # an earlier attempt's failure no longer describes the step
+            step.waiting = None
             self.raw_results[step.name] = record.data  # type: ignore[assignment]
             self.completed.append(step.name)
             steps, cursor = self.steps, self.cursor
@@ -136,19 +162,24 @@ class SagaState:
             step.status = StepStatus.FAILED
             step.error = data["error"]
             step.retry_at = data["retry_at"]
+            step.waiting = None
         elif kind is RecordType.COMPENSATION_STARTED:
             step = self.by_name[record.step]  # type: ignore[index]
             step.status = StepStatus.COMPENSATING
             step.compensation_attempts = record.attempt
             step.retry_at = None
+            step.started_at = record.at
         elif kind is RecordType.COMPENSATION_SUCCEEDED:
-            self.by_name[record.step].status = StepStatus.COMPENSATED  # type: ignore[index]
+            step = self.by_name[record.step]  # type: ignore[index]
+            step.status = StepStatus.COMPENSATED
+            step.waiting = None
         elif kind is RecordType.COMPENSATION_FAILED:
             step = self.by_name[record.step]  # type: ignore[index]
             data = decode(record.data)  # type: ignore[arg-type]
             step.status = StepStatus.COMPENSATION_FAILED
             step.compensation_error = data["error"]
             step.retry_at = data["retry_at"]
+            step.waiting = None
         elif kind is RecordType.SAGA_STARTED:
             self.begin(**(started or _started_fields(record.data)))  # type: ignore[arg-type]
         elif kind is RecordType.SAGA_COMPENSATING:
@@ -161,10 +192,47 @@ class SagaState:
             self._skip_pending()
         elif kind is RecordType.SAGA_NEEDS_ATTENTION:
             data = decode(record.data)  # type: ignore[arg-type]
+            self.before_attention = self.status
             self.status = SagaStatus.NEEDS_ATTENTION
             self.reason = data["reason"]
             self.failed_compensations = list(data["failed"])
             self._skip_pending()
+        else:
+            self._apply_rare(record)
+
+    def _apply_rare(self, record: Record) -> None:
+        """Waits, messages and operators' actions: off the hot path, so kept apart."""
+        kind, data = record.type, decode(record.data) if record.data else None
+        if kind is RecordType.STEP_WAITING:
+            step = self.by_name[record.step]  # type: ignore[index]
+            step.status = StepStatus.WAITING
+            step.waiting = data
+        elif kind is RecordType.MESSAGE_RECEIVED:
+            self.signals[data["name"]] = data["payload"]  # type: ignore[index]
+            self.last_message = data["id"]  # type: ignore[index]
+        elif kind is RecordType.CANCEL_REQUESTED:
+            self.cancel = data
+        elif kind is RecordType.OPERATOR_RETRY:
+            self._retry(record.at)
+        elif kind is RecordType.OPERATOR_RESOLVED:
+            self.resolution = data
+            forward = self.before_attention in (SagaStatus.RUNNING, SagaStatus.PENDING)
+            self.status = SagaStatus.COMPLETED if forward else SagaStatus.COMPENSATED
+
+    def _retry(self, at: float) -> None:
+        """An operator's retry: the calls that failed for good are due again, with a fresh
+        retry budget, and the saga goes back to what it was doing."""
+        self.status = self.before_attention or SagaStatus.RUNNING
+        self.failed_compensations = []
+        for step in self.steps:
+            if step.status is StepStatus.SKIPPED and self.status is SagaStatus.RUNNING:
+                step.status = StepStatus.PENDING
+            if step.status is StepStatus.COMPENSATION_FAILED and step.retry_at is None:
+                step.retry_at = at
+                step.compensation_retry_base = step.compensation_attempts
+            elif step.status is StepStatus.FAILED and step.retry_at is None:
+                step.retry_at = at
+                step.retry_base = step.attempts
 
     def begin(
         self,
@@ -179,7 +247,7 @@ class SagaState:
         self.version = version
         self.input_json = input_json
         self.deadline_at = deadline_at
-        self.status = SagaStatus.RUNNING
+        self.status = SagaStatus.PENDING
         self.steps = [StepState(s["name"], s["kind"]) for s in steps]
         self.by_name = {s.name: s for s in self.steps}
 
@@ -198,6 +266,8 @@ class SagaState:
             "input": self.input,
             "reason": self.reason,
             "failed_compensations": self.failed_compensations,
+            "cancel": self.cancel,
+            "resolution": self.resolution,
             "started_at": self.records[0].at if self.records else None,
             "updated_at": self.records[-1].at if self.records else None,
             "steps": [s.as_dict() for s in self.steps],

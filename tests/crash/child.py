@@ -145,6 +145,10 @@ def instrument(saga: Saga, switch: KillSwitch) -> Saga:
     return Saga(saga.name, saga.version, steps=steps, deadline=saga.deadline)
 
 
+LEASE = 0.5
+"""A killed child's lease lapses this soon, so the restart can take its saga over."""
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     switch = KillSwitch(args.kill_at)
     store = KillingStore(await open_store(args.db), switch)
@@ -154,10 +158,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 services, email_retry=EMAIL_RETRY, compensation_retry=COMPENSATION_RETRY
             )
             instrumented = instrument(saga, switch)
-            engine = Engine(store, [instrumented])
+            engine = Engine(store, [instrumented], lease=LEASE)
             results: list[SagaResult]
             if args.resume:
-                results = await engine.resume()
+                results = await engine.resume(wait=2 * LEASE)
             else:
                 order = json.loads(args.order_json)
                 results = [await engine.run(instrumented, order, saga_id=args.saga_id)]

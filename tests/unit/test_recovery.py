@@ -16,7 +16,6 @@ from saga_fakes import Crash, Recorder, kinds, records_of
 
 from sagakit import (
     CompensationContext,
-    ConcurrentUpdateError,
     Engine,
     MemoryStore,
     Retry,
@@ -323,18 +322,14 @@ async def test_resume_is_idempotent_once_finished() -> None:
     assert rec.count("action", "c") == 1
 
 
-async def test_two_engines_resuming_one_instance_collide_on_the_log() -> None:
+async def test_two_engines_resuming_one_instance_do_not_both_drive_it() -> None:
     rec = Recorder()
     keys: list[str] = []
-    both_in = asyncio.Event()
 
     async def b(ctx: StepContext) -> str:
         keys.append(ctx.idempotency_key)
         if len(keys) == 1:
             raise Crash
-        if len(keys) == 3:
-            both_in.set()
-        await both_in.wait()  # the two resumed calls overlap
         return "B"
 
     saga = (
@@ -347,20 +342,12 @@ async def test_two_engines_resuming_one_instance_collide_on_the_log() -> None:
     with pytest.raises(Crash):
         await Engine(store).run(saga, saga_id="x")
 
-    outcomes = await asyncio.gather(
-        Engine(store, [saga]).resume_saga("x"),
-        Engine(store, [saga]).resume_saga("x"),
-        return_exceptions=True,
-    )
+    first, second = Engine(store, [saga]), Engine(store, [saga])
+    outcomes = await asyncio.gather(first.resume_saga("x"), second.resume_saga("x"))
 
-    errors = [o for o in outcomes if isinstance(o, BaseException)]
-    done = [o for o in outcomes if not isinstance(o, BaseException)]
-    assert len(errors) == 1
-    assert isinstance(errors[0], ConcurrentUpdateError)
-    assert errors[0].saga_id == "x"
-    assert [r.status for r in done] == [SagaStatus.COMPLETED]
-    # at-least-once: both re-ran the crashed call under the same key; only one went on
-    assert keys == [idempotency_key("x", "b")] * 3
+    # the lease lets one of them drive the saga; the other reports it as it stands
+    assert "completed" in [o.status.value for o in outcomes]
+    assert keys == [idempotency_key("x", "b")] * 2  # the crashed call, made once more
     assert rec.count("action", "c") == 1
     state = await Engine(store).status("x")
     assert [r.seq for r in state.records] == list(range(len(state.records)))

@@ -1,0 +1,114 @@
+"""Workers: claim due saga instances from a shared store and drive them.
+
+Run as many as you like, on as many machines, against one database: each claims instances
+with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), renews it while it works, and hands
+each instance back with its next due time when the saga waits (a back-off, a message), so
+waiting holds no worker. A worker killed outright stops renewing; its instances become due
+for the others when the leases lapse. There is no coordinator to lose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+
+from sagakit.engine import DEFAULT_LEASE, Engine, Outcome
+from sagakit.saga import Saga
+from sagakit.store.base import Store
+
+Report = Callable[[Outcome], None]
+
+
+class Worker:
+    """Drives up to ``concurrency`` instances at once, claiming more as slots free up."""
+
+    def __init__(
+        self,
+        store: Store,
+        sagas: Iterable[Saga],
+        *,
+        concurrency: int = 16,
+        lease: float = DEFAULT_LEASE,
+        poll: float = 1.0,
+        owner: str | None = None,
+        report: Report | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        self.engine = Engine(store, sagas, owner=owner, lease=lease, hand_back=True)
+        self.concurrency = concurrency
+        self.poll = poll
+        self.report = report or (lambda outcome: None)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+
+    @property
+    def owner(self) -> str:
+        return self.engine.owner
+
+    async def run(self, stop: asyncio.Event, *, grace: float = 10.0) -> None:
+        """Claim and drive until ``stop`` is set; then finish in-flight sagas for up to
+        ``grace`` seconds and hand the rest back (a later claim repeats their calls with
+        the same idempotency keys, as after a crash)."""
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(self._tasks)
+                claimed = await self._claim(free) if free > 0 else []
+                for saga_id in claimed:
+                    self._spawn(saga_id)
+                if claimed and len(claimed) == free:
+                    continue  # there may be more due work: claim again as soon as a slot frees
+                await self._idle(stop)
+        finally:
+            await self._shutdown(grace)
+
+    async def _claim(self, limit: int) -> list[str]:
+        store = self.engine.store
+        return await store.claim(self.owner, limit, self.engine.lease)
+
+    def _spawn(self, saga_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._drive(saga_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slot_freed.set()
+
+    async def _drive(self, saga_id: str) -> None:
+        try:
+            result = await self.engine.drive_claimed(saga_id)
+        except Exception as error:  # one saga's trouble must not stop the worker
+            self.report(Outcome(saga_id, error=error))
+        else:
+            self.report(Outcome(saga_id, result=result))
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """Wait for a reason to claim again: a freed slot (when full), the poll, or stop."""
+        self._slot_freed.clear()
+        waits = [asyncio.ensure_future(stop.wait())]
+        if len(self._tasks) >= self.concurrency:
+            waits.append(asyncio.ensure_future(self._slot_freed.wait()))
+        try:
+            await asyncio.wait(waits, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _shutdown(self, grace: float) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in set(self._tasks):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def resume_all(
+    store: Store, sagas: Iterable[Saga], *, lease: float = DEFAULT_LEASE, report: Report
+) -> None:
+    """Drive every unfinished instance nobody holds to its end, waiting up to one ``lease``
+    for the leases of dead holders to lapse: ``sagakit worker --once``, for after a crash."""
+    await Engine(store, sagas, lease=lease).resume(wait=lease, report=report)
