@@ -15,7 +15,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sagakit.apps import AppReferenceError, load_sagas
+from sagakit.client import Client
 from sagakit.engine import DEFAULT_LEASE, Outcome
 from sagakit.errors import SagakitError, UnknownSagaError
 from sagakit.log import SagaStatus, StepStatus
@@ -255,6 +256,57 @@ async def _work(
             await pool.run(_stop_on_signals())
             typer.echo("worker stopped")
     return 1 if any(o.error is not None for o in outcomes) else 0
+
+
+# --------------------------------------------------------------------------- operators
+
+By = Annotated[
+    str | None,
+    typer.Option("--by", help="Who acts, for the log (default: user@host)."),
+]
+
+
+@app.command()
+def retry(saga_id: str, db: Db = DEFAULT_DB, note: str = "", by: By = None) -> None:
+    """Try a needs_attention saga's failed calls again (its workers pick it up)."""
+    _run(_operate(db, lambda client: client.retry(saga_id, note=note, by=by)))
+    typer.echo(f"{saga_id}: retry recorded; a worker will carry it on")
+
+
+@app.command()
+def resolve(
+    saga_id: str,
+    note: Annotated[str, typer.Option("--note", help="What was done by hand.")],
+    db: Db = DEFAULT_DB,
+    by: By = None,
+) -> None:
+    """Record that a needs_attention saga was finished by hand."""
+    _run(_operate(db, lambda client: client.resolve(saga_id, note=note, by=by)))
+    typer.echo(f"{saga_id}: resolved")
+
+
+@app.command()
+def cancel(saga_id: str, db: Db = DEFAULT_DB, reason: str = "", by: By = None) -> None:
+    """Ask a running saga that has not passed its pivot to compensate."""
+    _run(_operate(db, lambda client: client.cancel(saga_id, reason=reason, by=by)))
+    typer.echo(f"{saga_id}: cancel requested; it compensates")
+
+
+async def _operate(url: str, action: Callable[[Client], Awaitable[None]]) -> None:
+    async with _opened(url, create=False) as store:
+        await action(Client(store))
+
+
+@app.command()
+def migrate(db: Db = DEFAULT_DB) -> None:
+    """Create or upgrade the saga log's schema (opening a log does it too)."""
+
+    async def opened() -> None:
+        async with _opened(db):
+            pass
+
+    _run(opened())
+    typer.echo(f"{db}: schema is current")
 
 
 def _stop_on_signals() -> asyncio.Event:

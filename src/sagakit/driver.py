@@ -34,7 +34,7 @@ from sagakit.state import SagaState, StepState
 from sagakit.store.base import Store
 
 if TYPE_CHECKING:
-    from sagakit.engine import _Plan
+    from sagakit.engine import Plan
 
 CANCEL = "sagakit.cancel"
 """The inbox message that asks a running saga to compensate."""
@@ -58,7 +58,7 @@ class Driver:
 
     __slots__ = ("check_inbox", "hand_back", "pending", "plan", "state", "store")
 
-    def __init__(self, store: Store, plan: _Plan, state: SagaState, hand_back: bool) -> None:
+    def __init__(self, store: Store, plan: Plan, state: SagaState, hand_back: bool) -> None:
         self.store = store
         self.plan = plan
         self.state = state

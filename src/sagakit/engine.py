@@ -101,7 +101,7 @@ class Engine:
         self.owner = owner or default_owner()
         self.lease = lease
         self.hand_back = hand_back
-        self._sagas: dict[tuple[str, int], _Plan] = {}
+        self._sagas: dict[tuple[str, int], Plan] = {}
         self._active: dict[str, list[asyncio.Future[SagaResult]]] = {}
         self._drivers: dict[str, Driver] = {}
         self._renewal: asyncio.TimerHandle | None = None
@@ -120,7 +120,7 @@ class Engine:
             return
         if not saga.steps:
             raise SagaDefinitionError(saga.name, "a saga needs at least one step")
-        self._sagas[(saga.name, saga.version)] = _Plan(saga)
+        self._sagas[(saga.name, saga.version)] = Plan(saga)
 
     @property
     def sagas(self) -> list[Saga]:
@@ -333,7 +333,7 @@ class Engine:
         return await self._drive(driver)
 
 
-class _Plan:
+class Plan:
     """A registered saga with what every run of it needs computed once."""
 
     def __init__(self, saga: Saga) -> None:

@@ -76,7 +76,8 @@ class Store(Protocol):
 
     async def release(self, owner: str, saga_id: str, due_at: float | None) -> None:
         """Give up ``owner``'s lease; the instance is next due at ``due_at`` (None: not
-        until a message arrives). A terminal ``append`` releases the lease by itself."""
+        until a message arrives), or sooner if a message sent while it was held made it
+        due. A terminal ``append`` releases the lease by itself."""
         ...
 
     async def send(self, saga_id: str, name: str, payload: str) -> Message:

@@ -133,7 +133,10 @@ class MemoryStore:
         if row is None or row.lease_owner != owner:
             return
         row.lease_owner = row.lease_expires = None
-        row.due_at = due_at if row.status in UNFINISHED else None
+        if row.status not in UNFINISHED:
+            row.due_at = None
+        elif due_at is not None and (row.due_at is None or due_at < row.due_at):
+            row.due_at = due_at  # a message sent meanwhile made it due sooner: keep that
         self._wake(saga_id)
 
     async def send(self, saga_id: str, name: str, payload: str) -> Message:

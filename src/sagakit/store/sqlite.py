@@ -266,8 +266,9 @@ class SqliteStore:
         def release(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE sagas SET lease_owner = NULL, lease_expires = NULL,"
-                f" due_at = CASE WHEN status IN {_UNFINISHED!r} THEN ? END"
-                " WHERE id = ? AND lease_owner = ?",
+                f" due_at = CASE WHEN status IN {_UNFINISHED!r} THEN min(coalesce(?1, due_at),"
+                " coalesce(due_at, ?1)) END"
+                " WHERE id = ?2 AND lease_owner = ?3",
                 (due_at, saga_id, owner),
             )
 

@@ -266,6 +266,13 @@ class SchedulingContract:
         loaded = await store.load("r")
         assert loaded is not None and loaded.instance.lease_owner == "w3"
 
+    async def test_a_message_sent_while_held_survives_the_release(self, store: Store) -> None:
+        await store.create(instance("h")._replace(due_at=time.time() - 1), [started()])
+        assert await store.claim("w1", 1, 30.0) == ["h"]
+        await store.send("h", "stock_confirmed", "true")  # while w1 holds it
+        await store.release("w1", "h", None)  # w1 goes to wait for a message
+        assert await store.claim("w2", 1, 30.0) == ["h"]  # due now: the message is there
+
     async def test_acquire_takes_only_a_free_instance_of_any_status(self, store: Store) -> None:
         await store.create(instance("t", SagaStatus.NEEDS_ATTENTION), [started()])
         assert await store.acquire("op", "t", 30.0)
