@@ -316,9 +316,8 @@ class Engine:
         if state.status.is_terminal:
             return SagaResult.of(state)
         plan = self._sagas.get((state.name, state.version))
-        if plan is None:
-            known = sorted(p.saga.key for p in self._sagas.values())
-            reason = str(UnregisteredSagaError(state.name, state.version, known))
+        reason = _unfit(state, plan, self._sagas)
+        if plan is None or reason is not None:
             record = Record(
                 len(state.records),
                 RecordType.SAGA_NEEDS_ATTENTION,
@@ -331,6 +330,22 @@ class Engine:
         driver = Driver(self.store, plan, state, self.hand_back)
         driver.check_inbox = True  # woken, maybe by a message
         return await self._drive(driver)
+
+
+def _unfit(state: SagaState, plan: Plan | None, plans: dict[tuple[str, int], Plan]) -> str | None:
+    """Why this engine must not drive the instance: its definition is not registered, or
+    the registered one has other steps than the instance was started with."""
+    if plan is None:
+        known = sorted(p.saga.key for p in plans.values())
+        return str(UnregisteredSagaError(state.name, state.version, known))
+    recorded = [(s.name, s.kind) for s in state.steps]
+    registered = [(s["name"], s["kind"]) for s in plan.steps_meta]
+    if recorded != registered:
+        return (
+            f"saga {plan.saga.key} was started with steps {recorded} but is registered with "
+            f"{registered}: changing a definition needs a new version"
+        )
+    return None
 
 
 class Plan:

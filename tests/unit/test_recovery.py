@@ -353,3 +353,25 @@ async def test_two_engines_resuming_one_instance_do_not_both_drive_it() -> None:
     assert [r.seq for r in state.records] == list(range(len(state.records)))
     assert [r.type for r in state.records].count(RecordType.STEP_SUCCEEDED) == 3
     assert state.status is SagaStatus.COMPLETED
+
+
+async def test_a_definition_changed_under_the_same_version_is_not_driven() -> None:
+    store = MemoryStore()
+
+    async def first(ctx: StepContext) -> None:
+        raise Crash
+
+    async def undo(ctx: CompensationContext) -> None:
+        return None
+
+    old = Saga("order", 1).add(first, name="charge", compensate=undo)
+    with pytest.raises(Crash):
+        await Engine(store).run(old, saga_id="x")
+
+    new = Saga("order", 1).add(first, name="reserve", compensate=undo)
+    result = await Engine(store, [new]).resume_saga("x")
+
+    assert result.status is SagaStatus.NEEDS_ATTENTION
+    assert result.reason is not None
+    assert "started with steps [('charge', 'compensatable')]" in result.reason
+    assert "needs a new version" in result.reason
