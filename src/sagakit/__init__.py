@@ -1,11 +1,15 @@
 """sagakit: sagas for Python, with a durable saga log, crash recovery and operator tools."""
 
+from sagakit.bus import Broker, MemoryBroker, open_broker
 from sagakit.client import Client
 from sagakit.context import CompensationContext, Results, StepContext
 from sagakit.engine import Engine, Outcome, SagaResult, idempotency_key
 from sagakit.errors import (
+    BrokerConnectionError,
+    BrokerError,
     CompensationImpossible,
     ConcurrentUpdateError,
+    MalformedEventError,
     OperatorActionError,
     ResultTimeoutError,
     SagaDeadlineError,
@@ -20,6 +24,7 @@ from sagakit.errors import (
     UnregisteredSagaError,
     UnsupportedDatabaseError,
 )
+from sagakit.events import Event
 from sagakit.log import RecordType, SagaStatus, StepStatus
 from sagakit.policies import Retry
 from sagakit.saga import Saga, Step, StepKind
@@ -28,11 +33,17 @@ from sagakit.store import MemoryStore, Store, open_store
 from sagakit.worker import Worker
 
 __all__ = [
+    "Broker",
+    "BrokerConnectionError",
+    "BrokerError",
     "Client",
     "CompensationContext",
     "CompensationImpossible",
     "ConcurrentUpdateError",
     "Engine",
+    "Event",
+    "MalformedEventError",
+    "MemoryBroker",
     "MemoryStore",
     "OperatorActionError",
     "Outcome",
@@ -62,5 +73,6 @@ __all__ = [
     "UnsupportedDatabaseError",
     "Worker",
     "idempotency_key",
+    "open_broker",
     "open_store",
 ]
