@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from conftest import SagaLogs
 from sagakit import Engine, SagaState, SagaStatus, idempotency_key, open_store
 from sagakit.examples.order import OrderServices, open_services
 from sagakit.examples.order.saga import SERVICES_ENV
@@ -171,10 +172,8 @@ class World:
     """The files of one run: its saga log and its services' databases."""
 
     root: Path
-
-    @property
-    def db(self) -> str:
-        return f"sqlite:///{self.root / 'saga.db'}"  # root is absolute: sqlite:////...
+    db: str
+    """A fresh saga log (a SQLite file under ``root``, or a PostgreSQL schema)."""
 
     @property
     def services(self) -> Path:
@@ -306,9 +305,14 @@ def check_log(state: SagaState) -> None:
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
-def test_every_kill_point_recovers(scenario: Scenario, tmp_path: Path) -> None:
+def test_every_kill_point_recovers(scenario: Scenario, tmp_path: Path, saga_logs: SagaLogs) -> None:
     started = time.monotonic()
-    points, reference = baseline(World(tmp_path / "baseline"), scenario)
+
+    def world_for(name: str | int) -> World:
+        root = tmp_path / (name if isinstance(name, str) else f"kill-{name:02d}")
+        return World(root, saga_logs.new(root))
+
+    points, reference = baseline(world_for("baseline"), scenario)
     commits = sum(p["kind"] == "commit" for p in points)
     calls = sum(p["kind"] == "call" for p in points)
     assert commits + calls == len(points)
@@ -317,7 +321,7 @@ def test_every_kill_point_recovers(scenario: Scenario, tmp_path: Path) -> None:
 
     remade = 0
     for number, point in enumerate(points, 1):
-        world = World(tmp_path / f"kill-{number:02d}")
+        world = world_for(number)
         world.seed()
         killed = world.child(scenario, number)
         assert killed.returncode == -signal.SIGKILL, (
@@ -339,10 +343,14 @@ def test_every_kill_point_recovers(scenario: Scenario, tmp_path: Path) -> None:
 
     assert remade == calls  # every kill between a call and its commit re-made that call
     print(
-        f"\ncrash suite: scenario {scenario.name} exercised {len(points)} kill points "
-        f"({commits} after commits, {calls} between call and commit; {remade} calls re-made "
-        f"with the same key) in {time.monotonic() - started:.1f}s"
+        f"\ncrash suite ({saga_logs.kind}): scenario {scenario.name} exercised "
+        f"{len(points)} kill points ({commits} after commits, {calls} between call and "
+        f"commit; {remade} calls re-made with the same key) in {time.monotonic() - started:.1f}s"
     )
+
+
+def _sqlite_world(root: Path) -> World:
+    return World(root, f"sqlite:///{root / 'saga.db'}")
 
 
 def _sagakit_cli() -> Path:
@@ -356,11 +364,11 @@ def _sagakit_cli() -> Path:
 def test_the_cli_worker_is_a_valid_restart(tmp_path: Path) -> None:
     """``sagakit worker --once`` finishes a saga killed mid-call, from the files alone."""
     scenario = SCENARIOS[0]
-    points, _ = baseline(World(tmp_path / "baseline"), scenario)
+    points, _ = baseline(_sqlite_world(tmp_path / "baseline"), scenario)
     shipment = idempotency_key(scenario.saga_id, "create_shipment")
     number = points.index({"kind": "call", "what": f"{shipment}#1"}) + 1
 
-    world = World(tmp_path / "killed")
+    world = _sqlite_world(tmp_path / "killed")
     world.seed()
     killed = world.child(scenario, number)
     assert killed.returncode == -signal.SIGKILL, killed.stderr

@@ -253,11 +253,15 @@ def test_the_worker_keeps_polling_and_stops_cleanly_on_a_signal(
     with subprocess.Popen(
         [SAGAKIT, *args], cwd=app_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as worker:
-        assert worker.stdout is not None
-        assert "started (resumable@1)" in worker.stdout.readline()
-        assert worker.stdout.readline().startswith("left-running  resumable@1  completed")
-        os.kill(worker.pid, sig)
-        out, err = worker.communicate(timeout=30)
+        try:
+            assert worker.stdout is not None
+            assert "started (resumable@1)" in worker.stdout.readline()
+            assert worker.stdout.readline().startswith("left-running  resumable@1  completed")
+            os.kill(worker.pid, sig)
+            out, err = worker.communicate(timeout=30)
+        finally:
+            if worker.poll() is None:  # a failed assertion must not leave a worker behind
+                worker.kill()
 
     assert worker.returncode == 0, err
     assert out.strip() == "worker stopped"

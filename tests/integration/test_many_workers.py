@@ -14,14 +14,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from conftest import SagaLogs
 from sagakit import Client, Saga, SagaStatus, Store, open_store
-
-from .databases import database_urls, drop
 
 SAGAKIT = str(Path(sys.executable).with_name("sagakit"))
 SAGAS = 300
@@ -94,13 +93,12 @@ def ledger(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(params=database_urls())
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    url: str = request.param(tmp_path)
+@pytest.fixture
+async def store_url(saga_logs: SagaLogs, tmp_path: Path) -> str:
+    url = saga_logs.new(tmp_path / "log")
     store = await open_store(url)  # created and migrated before the workers race to
     await store.close()
-    yield url
-    await drop(url)
+    return url
 
 
 @pytest.fixture

@@ -1,14 +1,14 @@
-"""Saga logs, chosen by URL: ``memory://``, ``sqlite:///path.db``."""
+"""Saga logs, chosen by URL: ``memory://``, ``sqlite:///path.db``, ``postgresql://...``."""
 
 from __future__ import annotations
 
-from sagakit.errors import UnsupportedDatabaseError
+from sagakit.errors import StoreError, UnsupportedDatabaseError
 from sagakit.store.base import Store, StoredSaga, StoreWrapper
 from sagakit.store.memory import MemoryStore
 
 __all__ = ["SCHEMES", "MemoryStore", "Store", "StoreWrapper", "StoredSaga", "open_store"]
 
-SCHEMES = ["memory", "sqlite"]
+SCHEMES = ["memory", "sqlite", "postgresql"]
 
 
 async def open_store(url: str, *, create: bool = True) -> Store:
@@ -26,4 +26,17 @@ async def open_store(url: str, *, create: bool = True) -> Store:
         from sagakit.store.sqlite import SqliteStore
 
         return await SqliteStore.open(url, create=create)
+    if scheme in ("postgresql", "postgres"):
+        return await _open_postgres(url, create=create)
     raise UnsupportedDatabaseError(url, SCHEMES)
+
+
+async def _open_postgres(url: str, *, create: bool) -> Store:
+    """Imported only when asked for, so the core needs no PostgreSQL driver installed."""
+    try:
+        from sagakit.store.postgres import PostgresStore
+    except ImportError as error:
+        raise StoreError(
+            "a postgresql:// saga log needs the asyncpg driver: pip install 'sagakit[postgres]'"
+        ) from error
+    return await PostgresStore.open(url, create=create)

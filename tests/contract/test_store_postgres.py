@@ -1,0 +1,315 @@
+"""The store contract against PostgreSQL, plus what only a shared server-backed log must do.
+
+Runs against the machine's real server (``SAGAKIT_TEST_POSTGRES``, default
+``postgresql://postgres@127.0.0.1:5432/test``); a server that is down fails these tests
+rather than skipping them. Every test gets a schema of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from sagakit import SagaStatus, SchemaVersionError, StoreError, open_store
+from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
+from sagakit.log import RecordType
+from sagakit.store import Store
+from sagakit.store.postgres import (
+    SCHEMA_VERSION,
+    PostgresStore,
+    _Append,
+    _Create,
+    commit_batch,
+    migrate,
+)
+from sagakit.testing.store_contract import (
+    SchedulingContract,
+    StoreContract,
+    instance,
+    started,
+    step_record,
+)
+
+SERVER = os.environ.get("SAGAKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    """A fresh schema name; the schema (if anything made it) is dropped afterwards."""
+    name = f"sagakit_test_{uuid.uuid4().hex[:12]}"
+    yield name
+    conn = await asyncpg.connect(SERVER)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def url(schema: str) -> str:
+    return f"{SERVER}?schema={schema}"
+
+
+@pytest.fixture
+async def admin(schema: str) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
+    """A plain connection to the test schema, to look at and tamper with the tables."""
+    conn = await asyncpg.connect(SERVER, server_settings={"search_path": f'"{schema}"'})
+    yield conn
+    await conn.close()
+
+
+class TestPostgresStore(StoreContract, SchedulingContract):
+    @pytest.fixture
+    async def store(self, url: str) -> AsyncIterator[Store]:
+        store = await open_store(url)
+        yield store
+        await store.close()
+
+
+async def versions(conn: asyncpg.Connection[asyncpg.Record]) -> list[int]:
+    return [row[0] for row in await conn.fetch("SELECT version FROM sagakit_schema ORDER BY 1")]
+
+
+async def test_opening_again_and_migrating_again_change_nothing(
+    url: str, admin: asyncpg.Connection[asyncpg.Record]
+) -> None:
+    for _ in range(2):
+        await (await open_store(url)).close()
+    assert await migrate(url) == SCHEMA_VERSION
+    assert await versions(admin) == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_concurrent_openers_of_a_new_schema_migrate_it_once(
+    url: str, admin: asyncpg.Connection[asyncpg.Record]
+) -> None:
+    stores = await asyncio.gather(*(open_store(url) for _ in range(5)))
+    await asyncio.gather(*(store.close() for store in stores))
+    assert await versions(admin) == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_newer_schema_is_refused_and_left_untouched(
+    url: str, admin: asyncpg.Connection[asyncpg.Record]
+) -> None:
+    store = await open_store(url)
+    await store.create(instance("a"), [started()])
+    await store.close()
+    await admin.execute("INSERT INTO sagakit_schema (version) VALUES ($1)", SCHEMA_VERSION + 1)
+
+    async def snapshot() -> list[object]:
+        tables = await admin.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema ="
+            " current_schema() ORDER BY 1"
+        )
+        log = await admin.fetch("SELECT * FROM saga_log ORDER BY saga_id, seq")
+        rows = await admin.fetch("SELECT * FROM sagas ORDER BY id")
+        return [list(map(tuple, part)) for part in (tables, log, rows)] + [await versions(admin)]
+
+    before = await snapshot()
+    with pytest.raises(SchemaVersionError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        await open_store(url)
+    with pytest.raises(SchemaVersionError):
+        await migrate(url)
+    assert await snapshot() == before
+
+
+async def test_the_log_is_append_only(url: str, admin: asyncpg.Connection[asyncpg.Record]) -> None:
+    store = await open_store(url)
+    await store.create(instance("a"), [started()])
+    await store.close()
+    for statement in (
+        "UPDATE saga_log SET type = 'x'",
+        "DELETE FROM saga_log",
+        "TRUNCATE saga_log",
+    ):
+        with pytest.raises(asyncpg.PostgresError, match="append-only"):
+            await admin.execute(statement)
+    assert await admin.fetchval("SELECT count(*) FROM saga_log") == 1
+
+
+async def test_a_reader_does_not_create_a_missing_log(
+    url: str, schema: str, admin: asyncpg.Connection[asyncpg.Record]
+) -> None:
+    with pytest.raises(StoreError, match="no sagakit saga log"):
+        await open_store(url, create=False)
+    found = await admin.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
+    assert found is None
+
+
+async def test_a_notify_wakes_a_waiter_of_another_store(url: str) -> None:
+    watcher, writer = await open_store(url), await open_store(url)
+    try:
+        await writer.create(instance("n"), [started()])
+        for change in (
+            writer.send("n", "go", "null"),
+            writer.append("n", [step_record(1, RecordType.SAGA_COMPLETED)], SagaStatus.COMPLETED),
+        ):
+            waiting = asyncio.ensure_future(watcher.changed("n", 60.0))
+            await asyncio.sleep(0)  # let the watcher register before the change
+            assert not waiting.done()
+            await change
+            async with asyncio.timeout(10):  # far below the 60 s it would otherwise wait
+                await waiting
+    finally:
+        await watcher.close()
+        await writer.close()
+
+
+async def test_a_lost_listener_wakes_its_waiters_and_is_replaced(
+    url: str, admin: asyncpg.Connection[asyncpg.Record]
+) -> None:
+    watcher, writer = await open_store(url), await open_store(url)
+    assert isinstance(watcher, PostgresStore)
+    try:
+        await writer.create(instance("l"), [started()])
+        waiting = asyncio.ensure_future(watcher.changed("l", 60.0))
+        await asyncio.sleep(0)
+        assert watcher._listener is not None
+        await admin.execute("SELECT pg_terminate_backend($1)", watcher._listener.get_server_pid())
+        async with asyncio.timeout(10):
+            await waiting  # a change may have gone unheard: the waiter looks again
+        async with asyncio.timeout(10):
+            await watcher.changed("l", 60.0)  # listens anew, and says so by returning
+        waiting = asyncio.ensure_future(watcher.changed("l", 60.0))
+        await asyncio.sleep(0)
+        await writer.send("l", "go", "null")
+        async with asyncio.timeout(10):
+            await waiting
+    finally:
+        await watcher.close()
+        await writer.close()
+
+
+async def test_a_running_append_of_another_store_does_not_notify(url: str) -> None:
+    """The hot path stays cheap: an append that keeps the status sends no NOTIFY."""
+    watcher, writer = await open_store(url), await open_store(url)
+    try:
+        saga_id = uuid.uuid4().hex  # the channel is database-wide: no other test's id
+        await writer.create(instance(saga_id), [started()])
+        waiting = asyncio.ensure_future(watcher.changed(saga_id, 0.3))
+        await asyncio.sleep(0)
+        started_at = time.monotonic()
+        await writer.append(saga_id, [step_record(1)], SagaStatus.RUNNING)
+        await waiting
+        assert time.monotonic() - started_at >= 0.25
+    finally:
+        await watcher.close()
+        await writer.close()
+
+
+async def test_one_conflict_in_a_batch_fails_only_that_write(url: str) -> None:
+    store = await open_store(url)
+    assert isinstance(store, PostgresStore)
+    try:
+        await store.create(instance("x"), [started(), step_record(1)])
+        await store.create(instance("y"), [started()])
+        writes: list[_Create | _Append] = [
+            _Append("y", [step_record(1)], SagaStatus.RUNNING),
+            _Append("x", [step_record(1)], SagaStatus.COMPENSATING),  # seq 1 is taken
+            _Create(instance("z"), [started()]),
+            _Create(instance("y"), [started()]),
+            _Append("ghost", [step_record(1)], SagaStatus.RUNNING),
+        ]
+        async with store._pool.acquire() as conn:
+            outcomes = await commit_batch(conn, writes)
+        assert [ok for ok, _ in outcomes] == [True, False, True, True, False]
+        assert isinstance(outcomes[1][1], ConcurrentUpdateError)
+        assert isinstance(outcomes[1][1].__cause__, asyncpg.UniqueViolationError)
+        assert [value for _, value in outcomes[2:4]] == [True, False]
+        assert isinstance(outcomes[4][1], UnknownSagaError)
+        x, y, z = [await store.load(i) for i in "xyz"]
+        assert x is not None and y is not None and z is not None
+        assert (len(x.records), x.instance.status) == (2, SagaStatus.RUNNING)
+        assert [len(y.records), len(z.records)] == [2, 1]
+    finally:
+        await store.close()
+
+
+async def test_two_workers_claiming_at_once_never_share_an_instance(url: str) -> None:
+    first, second = await open_store(url), await open_store(url)
+    past = time.time() - 1
+    ids = [f"c{i:03}" for i in range(200)]
+    try:
+        await asyncio.gather(
+            *(first.create(instance(i)._replace(due_at=past), [started()]) for i in ids)
+        )
+
+        async def drain(store: Store, owner: str) -> list[str]:
+            taken: list[str] = []
+            while batch := await store.claim(owner, 7, 60.0):
+                taken.extend(batch)
+            return taken
+
+        got = await asyncio.gather(
+            *(drain(store, f"w{n}-{k}") for n, store in enumerate((first, second)) for k in (0, 1))
+        )
+        everything = [saga_id for batch in got for saga_id in batch]
+        assert sorted(everything) == ids  # each exactly once
+        assert all(got)  # every claimer got some: they ran side by side
+        owners = {i.id: i.lease_owner for i in await first.instances()}
+        for batch, owner in zip(got, ["w0-0", "w0-1", "w1-0", "w1-1"], strict=True):
+            assert {owners[saga_id] for saga_id in batch} == {owner}
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_writes_of_many_sagas_share_commits(url: str) -> None:
+    store = await open_store(url)
+    assert isinstance(store, PostgresStore)
+    commits = 0
+    real = store._commit
+
+    async def counted(writes: list[_Create | _Append]) -> list[tuple[bool, object]]:
+        nonlocal commits
+        commits += 1
+        return await real(writes)
+
+    store._commit = counted  # type: ignore[method-assign]
+    try:
+        created = await asyncio.gather(
+            *(store.create(instance(f"b{i}"), [started()]) for i in range(300))
+        )
+        assert all(created)
+        assert commits <= 10
+    finally:
+        await store.close()
+
+
+async def test_a_server_that_is_down_is_a_store_error_without_the_password() -> None:
+    with pytest.raises(StoreError, match=r"127\.0\.0\.1:1") as caught:
+        await open_store("postgresql://sagakit:s3cret-pw@127.0.0.1:1/test?schema=x")
+    assert "s3cret-pw" not in str(caught.value)
+    assert caught.value.__cause__ is not None
+
+
+async def test_bad_parameters_are_store_errors() -> None:
+    with pytest.raises(StoreError, match="schema name"):
+        await open_store(f"{SERVER}?schema=bad-name;drop")
+    with pytest.raises(StoreError, match="pool size"):
+        await open_store(f"{SERVER}?pool=0")
+
+
+async def test_postgres_scheme_and_pool_parameter_are_accepted(schema: str) -> None:
+    url = SERVER.replace("postgresql://", "postgres://", 1) + f"?schema={schema}&pool=3"
+    store = await open_store(url)
+    try:
+        assert isinstance(store, PostgresStore)
+        assert store._pool.get_max_size() == 3
+        await store.create(instance("p"), [started()])
+        assert [i.id for i in await store.instances()] == ["p"]
+    finally:
+        await store.close()
+
+
+async def test_a_missing_driver_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "asyncpg", None)
+    monkeypatch.delitem(sys.modules, "sagakit.store.postgres")
+    with pytest.raises(StoreError, match=r"pip install 'sagakit\[postgres\]'"):
+        await open_store(f"{SERVER}?schema=unused")
