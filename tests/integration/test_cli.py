@@ -266,3 +266,36 @@ def test_the_worker_keeps_polling_and_stops_cleanly_on_a_signal(
     assert worker.returncode == 0, err
     assert out.strip() == "worker stopped"
     assert "Traceback" not in err
+
+
+def test_an_operator_resolves_a_saga_that_needs_attention(tmp_path: Path, db: str) -> None:
+    assert run(["demo", "--db", db], cwd=tmp_path).returncode == 0
+    stuck = cli_json("list", "--db", db, "--status", "needs_attention")[0]["id"]
+    done = cli_json("list", "--db", db, "--status", "completed")[0]["id"]
+
+    resolved = cli(
+        "resolve", stuck, "--note", "courier agreed to return it", "--by", "ops", "--db", db
+    )
+    refused = cli("retry", done, "--db", db)
+
+    assert resolved.exit_code == 0, resolved.output
+    state = cli_json("show", stuck, "--db", db)
+    assert state["status"] == "compensated"
+    assert state["resolution"] == {"by": "ops", "note": "courier agreed to return it"}
+    assert state["events"][-1]["type"] == "operator_resolved"
+    assert refused.exit_code == 1
+    assert "cannot retry" in refused.stderr and "it is completed" in refused.stderr
+
+
+def test_an_operator_cancels_a_running_saga(app_dir: Path, db: str) -> None:
+    asyncio.run(leave_running(db, "to-cancel"))
+
+    cancelled = cli("cancel", "to-cancel", "--reason", "duplicate order", "--by", "ops", "--db", db)
+    finished = run(["worker", "--app", "resumable_app:saga", "--db", db, "--once"], cwd=app_dir)
+
+    assert cancelled.exit_code == 0, cancelled.output
+    assert finished.returncode == 0, finished.stderr
+    state = cli_json("show", "to-cancel", "--db", db)
+    assert state["status"] == "compensated"
+    assert state["reason"] == "cancelled by ops: duplicate order"
+    assert cli("cancel", "to-cancel", "--db", db).exit_code == 1
