@@ -61,14 +61,23 @@ class WaitForMessage(BaseException):
         self.until = until
 
 
-class _Waits:
-    """``wait_for``, shared by both contexts."""
+class _Context:
+    """What both contexts do: decode the input lazily, and wait for messages."""
 
     __slots__ = ()
     saga_name: str
     step: str
+    input_json: str
+    _input: Any
     _signals: Mapping[str, str]
     _waiting: Mapping[str, Any] | None
+
+    @property
+    def input(self) -> Any:
+        """The saga's input, decoded from the log on first use: this call's own copy."""
+        if self._input is _UNREAD:
+            self._input = decode(self.input_json)
+        return self._input
 
     async def wait_for(self, name: str, timeout: float | None = None) -> Any:
         """The payload of the message ``name`` sent to this saga (``client.signal``).
@@ -91,7 +100,7 @@ class _Waits:
 
 
 @dataclass(slots=True)
-class StepContext(_Waits):
+class StepContext(_Context):
     """Handed to a step's action.
 
     ``idempotency_key`` is the same for every attempt of this action, in any process;
@@ -109,16 +118,9 @@ class StepContext(_Waits):
     _waiting: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
     _input: Any = field(default=_UNREAD, init=False, repr=False, compare=False)
 
-    @property
-    def input(self) -> Any:
-        """The saga's input, decoded from the log on first use: this call's own copy."""
-        if self._input is _UNREAD:
-            self._input = decode(self.input_json)
-        return self._input
-
 
 @dataclass(slots=True)
-class CompensationContext(_Waits):
+class CompensationContext(_Context):
     """Handed to a step's compensation.
 
     ``result`` is what the action returned, or None when the action failed and the step has
@@ -140,10 +142,3 @@ class CompensationContext(_Waits):
     _signals: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     _waiting: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
     _input: Any = field(default=_UNREAD, init=False, repr=False, compare=False)
-
-    @property
-    def input(self) -> Any:
-        """The saga's input, decoded from the log on first use: this call's own copy."""
-        if self._input is _UNREAD:
-            self._input = decode(self.input_json)
-        return self._input

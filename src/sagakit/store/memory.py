@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import UNFINISHED, Instance, Message, Record, SagaStatus
 from sagakit.store.base import StoredSaga
+from sagakit.store.watchers import Watchers
 
 
 class _Row:
@@ -55,7 +55,7 @@ class MemoryStore:
         self._rows: dict[str, _Row] = {}
         self._logs: dict[str, list[Record]] = {}
         self._inbox: list[Message] = []
-        self._watchers: dict[str, list[asyncio.Future[None]]] = {}
+        self._watchers = Watchers()
 
     async def create(self, instance: Instance, records: Sequence[Record]) -> bool:
         if instance.id in self._rows:
@@ -77,7 +77,7 @@ class MemoryStore:
         if status.is_terminal:
             row.lease_owner = row.lease_expires = row.due_at = None
         if self._watchers:
-            self._wake(saga_id)
+            self._watchers.wake(saga_id)
 
     async def load(self, saga_id: str) -> StoredSaga | None:
         row = self._rows.get(saga_id)
@@ -137,7 +137,7 @@ class MemoryStore:
             row.due_at = None
         elif due_at is not None and (row.due_at is None or due_at < row.due_at):
             row.due_at = due_at  # a message sent meanwhile made it due sooner: keep that
-        self._wake(saga_id)
+        self._watchers.wake(saga_id)
 
     async def send(self, saga_id: str, name: str, payload: str) -> Message:
         row = self._rows.get(saga_id)
@@ -147,26 +147,14 @@ class MemoryStore:
         self._inbox.append(message)
         if row.status in UNFINISHED:
             row.due_at = min(row.due_at or message.at, message.at)
-        self._wake(saga_id)
+        self._watchers.wake(saga_id)
         return message
 
     async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
         return [m for m in self._inbox if m.saga_id == saga_id and m.id > after]
 
     async def changed(self, saga_id: str, timeout: float) -> None:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._watchers.setdefault(saga_id, []).append(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                await waiter
-        except TimeoutError:
-            pass
-        finally:
-            waiters = self._watchers.get(saga_id, [])
-            if waiter in waiters:
-                waiters.remove(waiter)
-            if not waiters:
-                self._watchers.pop(saga_id, None)
+        await self._watchers.wait(saga_id, timeout)
 
     async def close(self) -> None:
         return None
@@ -176,8 +164,3 @@ class MemoryStore:
         row.lease_owner = owner
         row.lease_expires = until
         row.due_at = None
-
-    def _wake(self, saga_id: str) -> None:
-        for waiter in self._watchers.pop(saga_id, []):
-            if not waiter.done():
-                waiter.set_result(None)

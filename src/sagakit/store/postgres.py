@@ -20,6 +20,7 @@ plain ``running`` appends, the hot path, do not, and wake only this store's own 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -38,6 +39,7 @@ from sagakit.errors import (
 )
 from sagakit.log import Instance, Message, Record, RecordType, SagaStatus
 from sagakit.store.base import StoredSaga
+from sagakit.store.watchers import Watchers
 
 CHANNEL = "sagakit_changes"
 """The NOTIFY channel; the payload is the id of the instance that changed."""
@@ -308,7 +310,7 @@ class PostgresStore:
         self._flushing = 0
         self._max_flushers = max(1, min(4, settings.pool // 2))
         self._max_batch = MAX_BATCH
-        self._watchers: dict[str, list[asyncio.Future[None]]] = {}
+        self._watchers = Watchers()
         self._listener: asyncpg.Connection[asyncpg.Record] | None = None
         self._listener_lock = asyncio.Lock()
         self._closed = False
@@ -351,7 +353,7 @@ class PostgresStore:
     async def append(self, saga_id: str, records: Sequence[Record], status: SagaStatus) -> None:
         await self._write(_Append(saga_id, records, status))
         if self._watchers:
-            self._wake(saga_id)
+            self._watchers.wake(saga_id)
 
     async def load(self, saga_id: str) -> StoredSaga | None:
         with self._settings.translated():
@@ -402,14 +404,14 @@ class PostgresStore:
     async def release(self, owner: str, saga_id: str, due_at: float | None) -> None:
         with self._settings.translated():
             await self._pool.fetchval(_RELEASE, saga_id, owner, due_at)
-        self._wake(saga_id)
+        self._watchers.wake(saga_id)
 
     async def send(self, saga_id: str, name: str, payload: str) -> Message:
         with self._settings.translated():
             row = await self._pool.fetchrow(_SEND, saga_id, name, payload)
         if row is None:
             raise UnknownSagaError(saga_id)
-        self._wake(saga_id)
+        self._watchers.wake(saga_id)
         return Message(row[0], saga_id, name, payload, row[1])
 
     async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
@@ -427,16 +429,10 @@ class PostgresStore:
         If the listening connection was lost it is re-established and the call returns at
         once: a change made while nobody listened cannot be ruled out.
         """
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._watchers.setdefault(saga_id, []).append(waiter)
-        try:
+        with self._watchers.watch(saga_id) as waiter, contextlib.suppress(TimeoutError):
             if await self._listening():
                 async with asyncio.timeout(timeout):
                     await waiter
-        except TimeoutError:
-            pass
-        finally:
-            self._unwatch(saga_id, waiter)
 
     async def close(self) -> None:
         """Commit what is queued, then close the listener and the pool."""
@@ -519,26 +515,13 @@ class PostgresStore:
         return False
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        self._wake(str(payload))
+        self._watchers.wake(str(payload))
 
     def _on_lost(self, conn: object) -> None:
         """Notifications may have been missed: every waiter looks again."""
         if conn is self._listener:
             self._listener = None
-        for saga_id in list(self._watchers):
-            self._wake(saga_id)
-
-    def _wake(self, saga_id: str) -> None:
-        for waiter in self._watchers.pop(saga_id, []):
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _unwatch(self, saga_id: str, waiter: asyncio.Future[None]) -> None:
-        waiters = self._watchers.get(saga_id, [])
-        if waiter in waiters:
-            waiters.remove(waiter)
-        if not waiters:
-            self._watchers.pop(saga_id, None)
+        self._watchers.wake_all()
 
 
 async def migrate(url: str) -> int:

@@ -30,6 +30,7 @@ from sagakit.errors import (
 )
 from sagakit.log import UNFINISHED, Instance, Message, Record, RecordType, SagaStatus
 from sagakit.store.base import StoredSaga
+from sagakit.store.watchers import Watchers
 
 T = TypeVar("T")
 
@@ -155,7 +156,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._queue: list[tuple[_Write, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
-        self._watchers: dict[str, list[asyncio.Future[None]]] = {}
+        self._watchers = Watchers()
 
     @classmethod
     async def open(cls, url: str, *, create: bool = True) -> SqliteStore:
@@ -180,7 +181,7 @@ class SqliteStore:
         update = (status.value, records[-1].at, status.is_terminal, saga_id)
         await self._write(_Append(saga_id, records[0].seq, update, _rows(saga_id, records)))
         if self._watchers:
-            self._wake(saga_id)
+            self._watchers.wake(saga_id)
 
     async def load(self, saga_id: str) -> StoredSaga | None:
         def read(conn: sqlite3.Connection) -> StoredSaga | None:
@@ -273,7 +274,7 @@ class SqliteStore:
             )
 
         await self._write(_Do(release))
-        self._wake(saga_id)
+        self._watchers.wake(saga_id)
 
     async def send(self, saga_id: str, name: str, payload: str) -> Message:
         def send(conn: sqlite3.Connection) -> Message:
@@ -291,7 +292,7 @@ class SqliteStore:
             return Message(cursor.lastrowid or 0, saga_id, name, payload, now)
 
         message: Message = await self._write(_Do(send))
-        self._wake(saga_id)
+        self._watchers.wake(saga_id)
         return message
 
     async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
@@ -302,19 +303,7 @@ class SqliteStore:
 
     async def changed(self, saga_id: str, timeout: float) -> None:
         """Woken at once by changes made through this store; polls for other processes'."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._watchers.setdefault(saga_id, []).append(waiter)
-        try:
-            async with asyncio.timeout(min(timeout, POLL_INTERVAL)):
-                await waiter
-        except TimeoutError:
-            pass
-        finally:
-            waiters = self._watchers.get(saga_id, [])
-            if waiter in waiters:
-                waiters.remove(waiter)
-            if not waiters:
-                self._watchers.pop(saga_id, None)
+        await self._watchers.wait(saga_id, min(timeout, POLL_INTERVAL))
 
     async def close(self) -> None:
         if self._queue:
@@ -331,11 +320,6 @@ class SqliteStore:
             return fn(self._conn)  # type: ignore[arg-type]  # None only inside _connect
         except sqlite3.Error as error:
             raise StoreError(f"SQLite saga log {self.path!r}: {error}") from error
-
-    def _wake(self, saga_id: str) -> None:
-        for waiter in self._watchers.pop(saga_id, []):
-            if not waiter.done():
-                waiter.set_result(None)
 
     async def _write(self, write: _Write) -> Any:
         """Queue a write for the next group commit and wait until it is durable."""
