@@ -22,7 +22,7 @@ from sagakit.errors import (
     SerializationError,
     UnknownSagaError,
 )
-from sagakit.log import Instance, Record, RecordType, SagaStatus
+from sagakit.log import Instance, Record, RecordType, RecordTypes, SagaStatuses
 from sagakit.saga import Saga
 from sagakit.state import SagaState
 from sagakit.store.base import Store
@@ -55,7 +55,7 @@ class Client:
         saga_id = saga_id or new_saga_id()
         state = Plan(saga).begin(saga_id, input)
         at = state.records[0].at
-        row = Instance(saga_id, saga.name, saga.version, SagaStatus.PENDING, at, at, at)
+        row = Instance(saga_id, saga.name, saga.version, SagaStatuses.PENDING, at, at, at)
         await self.store.create(row, state.records)
         return saga_id
 
@@ -106,8 +106,8 @@ class Client:
             await self._append(
                 state,
                 [
-                    (RecordType.CANCEL_REQUESTED, request),
-                    (RecordType.SAGA_COMPENSATING, {"reason": why}),
+                    (RecordTypes.CANCEL_REQUESTED, request),
+                    (RecordTypes.SAGA_COMPENSATING, {"reason": why}),
                 ],
             )
         finally:
@@ -115,13 +115,13 @@ class Client:
 
     async def retry(self, saga_id: str, *, note: str = "", by: str | None = None) -> None:
         """Try a ``needs_attention`` saga's failed calls again, with a fresh retry budget."""
-        await self._operate(saga_id, "retry", RecordType.OPERATOR_RETRY, note, by)
+        await self._operate(saga_id, "retry", RecordTypes.OPERATOR_RETRY, note, by)
 
     async def resolve(self, saga_id: str, *, note: str, by: str | None = None) -> None:
         """Record that a person finished a ``needs_attention`` saga by hand (with ``note``)."""
         if not note.strip():
             raise OperatorActionError(saga_id, "resolve", "say what was done (a note)")
-        await self._operate(saga_id, "resolve", RecordType.OPERATOR_RESOLVED, note, by)
+        await self._operate(saga_id, "resolve", RecordTypes.OPERATOR_RESOLVED, note, by)
 
     async def _operate(
         self, saga_id: str, action: str, kind: RecordType, note: str, by: str | None
@@ -131,7 +131,7 @@ class Client:
             raise OperatorActionError(saga_id, action, "it is being driven; try again shortly")
         try:
             state = await self.state(saga_id)
-            if state.status is not SagaStatus.NEEDS_ATTENTION:
+            if state.status is not SagaStatuses.NEEDS_ATTENTION:
                 raise OperatorActionError(
                     saga_id, action, f"it is {state.status.value}, not needs_attention"
                 )
@@ -149,7 +149,7 @@ class Client:
 
 
 def _check_cancel(saga_id: str, state: SagaState) -> None:
-    if state.status not in (SagaStatus.PENDING, SagaStatus.RUNNING):
+    if state.status not in (SagaStatuses.PENDING, SagaStatuses.RUNNING):
         raise OperatorActionError(saga_id, "cancel", f"it is {state.status.value}")
     if passed_pivot(state):
         raise OperatorActionError(saga_id, "cancel", "it has passed its pivot: only forward")

@@ -27,9 +27,9 @@ from sagakit.errors import (
     SerializationError,
     StepTimeoutError,
 )
-from sagakit.log import Record, RecordType, SagaStatus, StepStatus
+from sagakit.log import Record, RecordType, RecordTypes, SagaStatuses, StepStatuses
 from sagakit.policies import Retry
-from sagakit.saga import Step, StepKind
+from sagakit.saga import Step, StepKinds
 from sagakit.state import SagaState, StepState
 from sagakit.store.base import Store
 
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 CANCEL = "sagakit.cancel"
 """The inbox message that asks a running saga to compensate."""
 
-_START = RecordType.STEP_STARTED
-_COMP_START = RecordType.COMPENSATION_STARTED
+_START = RecordTypes.STEP_STARTED
+_COMP_START = RecordTypes.COMPENSATION_STARTED
 _FINAL = (SerializationError, CompensationImpossible, SagaDeadlineError)
 """Failures no retry can mend."""
 
@@ -90,9 +90,9 @@ class Driver:
                 if self.check_inbox:
                     await self.take_messages()
                 status = state.status
-                if status is SagaStatus.RUNNING or status is SagaStatus.PENDING:
+                if status is SagaStatuses.RUNNING or status is SagaStatuses.PENDING:
                     await self._forward()
-                elif status is SagaStatus.COMPENSATING:
+                elif status is SagaStatuses.COMPENSATING:
                     await self._compensate()
                 else:
                     await self.flush()
@@ -107,13 +107,13 @@ class Driver:
         state = self.state
         for message in await self.store.messages(state.id, after=state.last_message):
             data = {"id": message.id, "name": message.name, "payload": message.payload}
-            self.record_new(RecordType.MESSAGE_RECEIVED, None, 0, encode(data))
+            self.record_new(RecordTypes.MESSAGE_RECEIVED, None, 0, encode(data))
             if message.name == CANCEL:
                 self._cancel(decode(message.payload))
 
     def _cancel(self, request: dict[str, Any]) -> None:
-        self.record_new(RecordType.CANCEL_REQUESTED, None, 0, encode(request))
-        if self.state.status in (SagaStatus.RUNNING, SagaStatus.PENDING) and not passed_pivot(
+        self.record_new(RecordTypes.CANCEL_REQUESTED, None, 0, encode(request))
+        if self.state.status in (SagaStatuses.RUNNING, SagaStatuses.PENDING) and not passed_pivot(
             self.state
         ):
             by, why = request.get("by", "someone"), request.get("reason", "")
@@ -123,14 +123,14 @@ class Driver:
         """Run the next step's action once (this is the hot path, so it is written flat)."""
         state, saga = self.state, self.plan.saga
         if state.cursor == len(state.steps):
-            self.record_new(RecordType.SAGA_COMPLETED, None, 0, None)
+            self.record_new(RecordTypes.SAGA_COMPLETED, None, 0, None)
             return
         step_state = state.steps[state.cursor]
         step = saga.steps[state.cursor]
-        before_pivot = step.kind is not StepKind.RETRIABLE
+        before_pivot = step.kind is not StepKinds.RETRIABLE
         status = step_state.status
-        recovered = status is StepStatus.RUNNING  # a call a crash cut short: made again
-        if not recovered and status is not StepStatus.WAITING:
+        recovered = status is StepStatuses.RUNNING  # a call a crash cut short: made again
+        if not recovered and status is not StepStatuses.WAITING:
             if step_state.retry_at is not None and not await self._wait_until(step_state.retry_at):
                 return  # a message (a cancel) changed the course
             if before_pivot and state.deadline_at is not None and time.time() >= state.deadline_at:
@@ -165,7 +165,7 @@ class Driver:
                 except ENCODE_ERRORS:
                     outcome = _recorded(value, saga.name, step.name)  # says why, as a failure
                 else:
-                    self.record_new(RecordType.STEP_SUCCEEDED, step.name, attempt, result)
+                    self.record_new(RecordTypes.STEP_SUCCEEDED, step.name, attempt, result)
                     return
         else:
             timeout, by_deadline = self._timeout(step, step_state, before_pivot, recovered)
@@ -180,12 +180,12 @@ class Driver:
                 late = SagaDeadlineError(saga.name, state.id)
                 outcome = _Outcome(error=_describe(late), exception=late)
         if outcome.error is None:
-            self.record_new(RecordType.STEP_SUCCEEDED, step.name, attempt, outcome.result)
+            self.record_new(RecordTypes.STEP_SUCCEEDED, step.name, attempt, outcome.result)
             return
         policy_attempt = attempt - step_state.retry_base
         retry_at = _retry_at(step.retry_policy, policy_attempt, outcome)
         failed = encode({"error": outcome.error, "retry_at": retry_at})
-        self.record_new(RecordType.STEP_FAILED, step.name, attempt, failed)
+        self.record_new(RecordTypes.STEP_FAILED, step.name, attempt, failed)
         if retry_at is not None:
             return
         reason = f"step {step.name!r} failed: {outcome.error['message']}"
@@ -198,16 +198,16 @@ class Driver:
         state, saga = self.state, self.plan.saga
         step_state = self._next_to_compensate()
         if step_state is None:
-            stuck = [s.name for s in state.steps if s.status is StepStatus.COMPENSATION_FAILED]
+            stuck = [s.name for s in state.steps if s.status is StepStatuses.COMPENSATION_FAILED]
             if stuck:
                 self._needs_attention(
                     f"{state.reason}; compensation did not finish for {', '.join(stuck)}", stuck
                 )
             else:
-                self.record_new(RecordType.SAGA_COMPENSATED, None, 0, None)
+                self.record_new(RecordTypes.SAGA_COMPENSATED, None, 0, None)
             return
         step = saga.get(step_state.name)
-        recovered = step_state.status is StepStatus.COMPENSATING
+        recovered = step_state.status is StepStatuses.COMPENSATING
         if not _compensation_in_flight(step_state):
             if step_state.retry_at is not None:
                 await self._wait_until(step_state.retry_at)
@@ -239,12 +239,12 @@ class Driver:
             await self._park(step_state, attempt, wait, "compensation")
             return
         if outcome.error is None:
-            self.record_new(RecordType.COMPENSATION_SUCCEEDED, step.name, attempt, None)
+            self.record_new(RecordTypes.COMPENSATION_SUCCEEDED, step.name, attempt, None)
             return
         policy_attempt = attempt - step_state.compensation_retry_base
         retry_at = _retry_at(step.compensation_retry, policy_attempt, outcome)
         failed = encode({"error": outcome.error, "retry_at": retry_at})
-        self.record_new(RecordType.COMPENSATION_FAILED, step.name, attempt, failed)
+        self.record_new(RecordTypes.COMPENSATION_FAILED, step.name, attempt, failed)
 
     def _next_to_compensate(self) -> StepState | None:
         """The next step to undo: last completed first, a partly done failed step before all."""
@@ -260,9 +260,9 @@ class Driver:
         for name in partial + order:
             step_state = state.by_name[name]
             status = step_state.status
-            if status is StepStatus.COMPENSATED or saga.get(name).compensation is None:
+            if status is StepStatuses.COMPENSATED or saga.get(name).compensation is None:
                 continue
-            if status is StepStatus.COMPENSATION_FAILED and step_state.retry_at is None:
+            if status is StepStatuses.COMPENSATION_FAILED and step_state.retry_at is None:
                 continue
             return step_state
         return None
@@ -272,8 +272,8 @@ class Driver:
     ) -> None:
         """A call waits for a message: record it once, then wait (here, or handed back)."""
         waiting = {"signal": wait.name, "until": wait.until, "role": role}
-        if step_state.waiting != waiting or step_state.status is not StepStatus.WAITING:
-            self.record_new(RecordType.STEP_WAITING, step_state.name, attempt, encode(waiting))
+        if step_state.waiting != waiting or step_state.status is not StepStatuses.WAITING:
+            self.record_new(RecordTypes.STEP_WAITING, step_state.name, attempt, encode(waiting))
         await self._wait_until(wait.until)
 
     async def _wait_until(self, due_at: float | None) -> bool:
@@ -298,11 +298,11 @@ class Driver:
         return self.state.status is status
 
     def _begin_compensation(self, reason: str) -> None:
-        self.record_new(RecordType.SAGA_COMPENSATING, None, 0, encode({"reason": reason}))
+        self.record_new(RecordTypes.SAGA_COMPENSATING, None, 0, encode({"reason": reason}))
 
     def _needs_attention(self, reason: str, failed: list[str]) -> None:
         data = encode({"reason": reason, "failed": failed})
-        self.record_new(RecordType.SAGA_NEEDS_ATTENTION, None, 0, data)
+        self.record_new(RecordTypes.SAGA_NEEDS_ATTENTION, None, 0, data)
 
     def _timeout(
         self, step: Step, step_state: StepState, before_pivot: bool, recovered: bool
@@ -327,19 +327,19 @@ _IDLE_CHECK = 5.0
 def passed_pivot(state: SagaState) -> bool:
     """Has the saga gone past its point of no return (the pivot, or any retriable step)?"""
     return any(
-        (s.kind == StepKind.PIVOT.value and s.status is StepStatus.SUCCEEDED)
-        or (s.kind == StepKind.RETRIABLE.value and s.attempts > 0)
+        (s.kind == StepKinds.PIVOT.value and s.status is StepStatuses.SUCCEEDED)
+        or (s.kind == StepKinds.RETRIABLE.value and s.attempts > 0)
         for s in state.steps
     )
 
 
 def _compensation_in_flight(step_state: StepState) -> bool:
     status = step_state.status
-    if status is StepStatus.COMPENSATING:
+    if status is StepStatuses.COMPENSATING:
         return True
     waiting = step_state.waiting
     return (
-        status is StepStatus.WAITING and waiting is not None and waiting["role"] == "compensation"
+        status is StepStatuses.WAITING and waiting is not None and waiting["role"] == "compensation"
     )
 
 

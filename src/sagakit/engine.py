@@ -27,7 +27,7 @@ from sagakit.errors import (
     UnknownSagaError,
     UnregisteredSagaError,
 )
-from sagakit.log import Instance, Record, RecordType, SagaStatus
+from sagakit.log import TERMINAL, Instance, Record, RecordTypes, SagaStatus
 from sagakit.saga import Saga
 from sagakit.state import SagaState
 from sagakit.store.base import Store
@@ -241,7 +241,7 @@ class Engine:
         finally:
             del self._active[saga_id]
             self._drivers.pop(saga_id, None)
-        if not result.status.is_terminal:
+        if result.status not in TERMINAL:
             await self._hand_back(saga_id, result.due_at)
         for waiter in waiters:
             if not waiter.done():
@@ -279,7 +279,7 @@ class Engine:
     async def _start(self, driver: Driver) -> SagaResult:
         """Create the instance, leased to us, with its first ``step_started``; drive it."""
         state, saga = driver.state, driver.plan.saga
-        driver.record_new(RecordType.STEP_STARTED, saga.steps[0].name, 1, None)
+        driver.record_new(RecordTypes.STEP_STARTED, saga.steps[0].name, 1, None)
         at = state.records[0].at
         instance = Instance(
             state.id,
@@ -320,7 +320,7 @@ class Engine:
         if plan is None or reason is not None:
             record = Record(
                 len(state.records),
-                RecordType.SAGA_NEEDS_ATTENTION,
+                RecordTypes.SAGA_NEEDS_ATTENTION,
                 time.time(),
                 data=encode({"reason": reason, "failed": []}),
             )
@@ -376,7 +376,7 @@ class Plan:
             "input_json": encoded,
         }
         state = SagaState(saga_id)
-        state.apply(Record(0, RecordType.SAGA_STARTED, now, None, 0, data), started)
+        state.apply(Record(0, RecordTypes.SAGA_STARTED, now, None, 0, data), started)
         return state
 
 

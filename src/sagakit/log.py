@@ -8,7 +8,8 @@ store never has to encode, and nothing is ever unpickled.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import NamedTuple
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, NamedTuple
 
 
 class SagaStatus(StrEnum):
@@ -24,10 +25,12 @@ class SagaStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         """Nothing will happen to the instance unless an operator acts."""
-        return self in _TERMINAL
+        return self in TERMINAL
 
 
-_TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.NEEDS_ATTENTION})
+TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.NEEDS_ATTENTION})
+"""Statuses in which nothing happens unless an operator acts (``status in TERMINAL`` is
+the fast spelling of ``status.is_terminal`` for hot paths)."""
 UNFINISHED = (SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING)
 
 
@@ -64,6 +67,21 @@ class RecordType(StrEnum):
     CANCEL_REQUESTED = "cancel_requested"
     OPERATOR_RETRY = "operator_retry"
     OPERATOR_RESOLVED = "operator_resolved"
+
+
+# CPython 3.11's EnumType defines __getattr__, which sends *every* attribute access on an
+# enum class (RecordType.STEP_STARTED) through a slow Python-level hook: about 150 ns, ten
+# times a plain attribute. The engine compares statuses and record types at every
+# transition, so its hot modules use these plain namespaces holding the very same members.
+# (Python 3.12 dropped the hook; the namespaces cost nothing there.)
+if TYPE_CHECKING:
+    SagaStatuses = SagaStatus
+    StepStatuses = StepStatus
+    RecordTypes = RecordType
+else:
+    SagaStatuses = SimpleNamespace(**SagaStatus.__members__)
+    StepStatuses = SimpleNamespace(**StepStatus.__members__)
+    RecordTypes = SimpleNamespace(**RecordType.__members__)
 
 
 class Record(NamedTuple):

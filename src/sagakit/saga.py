@@ -6,7 +6,8 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, TypeVar
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sagakit.context import CompensationContext, StepContext
 from sagakit.errors import SagaDefinitionError
@@ -28,6 +29,12 @@ class StepKind(StrEnum):
     """The go/no-go point: once it succeeds the saga only goes forward."""
     RETRIABLE = "retriable"
     """After the pivot; never compensated, retried until it succeeds."""
+
+
+if TYPE_CHECKING:
+    StepKinds = StepKind
+else:  # a fast namespace of the members: see the note in sagakit.log
+    StepKinds = SimpleNamespace(**StepKind.__members__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from typing import Any
 
 from sagakit.codec import decode, encode
 from sagakit.context import Results
-from sagakit.log import Record, RecordType, SagaStatus, StepStatus
+from sagakit.log import Record, RecordTypes, SagaStatus, SagaStatuses, StepStatus, StepStatuses
 
 
 @dataclass(slots=True)
@@ -46,7 +46,7 @@ class StepState:
 
     name: str
     kind: str
-    status: StepStatus = StepStatus.PENDING
+    status: StepStatus = StepStatuses.PENDING
     attempts: int = 0
     compensation_attempts: int = 0
     result: str | None = None
@@ -83,7 +83,7 @@ class SagaState:
     id: str
     name: str = ""
     version: int = 0
-    status: SagaStatus = SagaStatus.PENDING
+    status: SagaStatus = SagaStatuses.PENDING
     input_json: str = "null"
     deadline_at: float | None = None
     steps: list[StepState] = field(default_factory=list)
@@ -136,64 +136,64 @@ class SagaState:
         """
         self.records.append(record)
         kind = record.type
-        if kind is RecordType.STEP_STARTED:
+        if kind is RecordTypes.STEP_STARTED:
             step = self.by_name[record.step]  # type: ignore[index]
-            step.status = StepStatus.RUNNING
+            step.status = StepStatuses.RUNNING
             step.attempts = record.attempt
             step.retry_at = None
             step.started_at = record.at
-            if self.status is SagaStatus.PENDING:
-                self.status = SagaStatus.RUNNING
-        elif kind is RecordType.STEP_SUCCEEDED:
+            if self.status is SagaStatuses.PENDING:
+                self.status = SagaStatuses.RUNNING
+        elif kind is RecordTypes.STEP_SUCCEEDED:
             step = self.by_name[record.step]  # type: ignore[index]
-            step.status = StepStatus.SUCCEEDED
+            step.status = StepStatuses.SUCCEEDED
             step.result = record.data
             step.error = None  # an earlier attempt's failure no longer describes the step
             step.waiting = None
             self.raw_results[step.name] = record.data  # type: ignore[assignment]
             self.completed.append(step.name)
             steps, cursor = self.steps, self.cursor
-            while cursor < len(steps) and steps[cursor].status is StepStatus.SUCCEEDED:
+            while cursor < len(steps) and steps[cursor].status is StepStatuses.SUCCEEDED:
                 cursor += 1
             self.cursor = cursor
-        elif kind is RecordType.STEP_FAILED:
+        elif kind is RecordTypes.STEP_FAILED:
             step = self.by_name[record.step]  # type: ignore[index]
             data = decode(record.data)  # type: ignore[arg-type]
-            step.status = StepStatus.FAILED
+            step.status = StepStatuses.FAILED
             step.error = data["error"]
             step.retry_at = data["retry_at"]
             step.waiting = None
-        elif kind is RecordType.COMPENSATION_STARTED:
+        elif kind is RecordTypes.COMPENSATION_STARTED:
             step = self.by_name[record.step]  # type: ignore[index]
-            step.status = StepStatus.COMPENSATING
+            step.status = StepStatuses.COMPENSATING
             step.compensation_attempts = record.attempt
             step.retry_at = None
             step.started_at = record.at
-        elif kind is RecordType.COMPENSATION_SUCCEEDED:
+        elif kind is RecordTypes.COMPENSATION_SUCCEEDED:
             step = self.by_name[record.step]  # type: ignore[index]
-            step.status = StepStatus.COMPENSATED
+            step.status = StepStatuses.COMPENSATED
             step.waiting = None
-        elif kind is RecordType.COMPENSATION_FAILED:
+        elif kind is RecordTypes.COMPENSATION_FAILED:
             step = self.by_name[record.step]  # type: ignore[index]
             data = decode(record.data)  # type: ignore[arg-type]
-            step.status = StepStatus.COMPENSATION_FAILED
+            step.status = StepStatuses.COMPENSATION_FAILED
             step.compensation_error = data["error"]
             step.retry_at = data["retry_at"]
             step.waiting = None
-        elif kind is RecordType.SAGA_STARTED:
+        elif kind is RecordTypes.SAGA_STARTED:
             self.begin(**(started or _started_fields(record.data)))  # type: ignore[arg-type]
-        elif kind is RecordType.SAGA_COMPENSATING:
-            self.status = SagaStatus.COMPENSATING
+        elif kind is RecordTypes.SAGA_COMPENSATING:
+            self.status = SagaStatuses.COMPENSATING
             self.reason = decode(record.data)["reason"]  # type: ignore[arg-type]
-        elif kind is RecordType.SAGA_COMPLETED:
-            self.status = SagaStatus.COMPLETED
-        elif kind is RecordType.SAGA_COMPENSATED:
-            self.status = SagaStatus.COMPENSATED
+        elif kind is RecordTypes.SAGA_COMPLETED:
+            self.status = SagaStatuses.COMPLETED
+        elif kind is RecordTypes.SAGA_COMPENSATED:
+            self.status = SagaStatuses.COMPENSATED
             self._skip_pending()
-        elif kind is RecordType.SAGA_NEEDS_ATTENTION:
+        elif kind is RecordTypes.SAGA_NEEDS_ATTENTION:
             data = decode(record.data)  # type: ignore[arg-type]
             self.before_attention = self.status
-            self.status = SagaStatus.NEEDS_ATTENTION
+            self.status = SagaStatuses.NEEDS_ATTENTION
             self.reason = data["reason"]
             self.failed_compensations = list(data["failed"])
             self._skip_pending()
@@ -203,34 +203,34 @@ class SagaState:
     def _apply_rare(self, record: Record) -> None:
         """Waits, messages and operators' actions: off the hot path, so kept apart."""
         kind, data = record.type, decode(record.data) if record.data else None
-        if kind is RecordType.STEP_WAITING:
+        if kind is RecordTypes.STEP_WAITING:
             step = self.by_name[record.step]  # type: ignore[index]
-            step.status = StepStatus.WAITING
+            step.status = StepStatuses.WAITING
             step.waiting = data
-        elif kind is RecordType.MESSAGE_RECEIVED:
+        elif kind is RecordTypes.MESSAGE_RECEIVED:
             self.signals[data["name"]] = data["payload"]  # type: ignore[index]
             self.last_message = data["id"]  # type: ignore[index]
-        elif kind is RecordType.CANCEL_REQUESTED:
+        elif kind is RecordTypes.CANCEL_REQUESTED:
             self.cancel = data
-        elif kind is RecordType.OPERATOR_RETRY:
+        elif kind is RecordTypes.OPERATOR_RETRY:
             self._retry(record.at)
-        elif kind is RecordType.OPERATOR_RESOLVED:
+        elif kind is RecordTypes.OPERATOR_RESOLVED:
             self.resolution = data
-            forward = self.before_attention in (SagaStatus.RUNNING, SagaStatus.PENDING)
-            self.status = SagaStatus.COMPLETED if forward else SagaStatus.COMPENSATED
+            forward = self.before_attention in (SagaStatuses.RUNNING, SagaStatuses.PENDING)
+            self.status = SagaStatuses.COMPLETED if forward else SagaStatuses.COMPENSATED
 
     def _retry(self, at: float) -> None:
         """An operator's retry: the calls that failed for good are due again, with a fresh
         retry budget, and the saga goes back to what it was doing."""
-        self.status = self.before_attention or SagaStatus.RUNNING
+        self.status = self.before_attention or SagaStatuses.RUNNING
         self.failed_compensations = []
         for step in self.steps:
-            if step.status is StepStatus.SKIPPED and self.status is SagaStatus.RUNNING:
-                step.status = StepStatus.PENDING
-            if step.status is StepStatus.COMPENSATION_FAILED and step.retry_at is None:
+            if step.status is StepStatuses.SKIPPED and self.status is SagaStatuses.RUNNING:
+                step.status = StepStatuses.PENDING
+            if step.status is StepStatuses.COMPENSATION_FAILED and step.retry_at is None:
                 step.retry_at = at
                 step.compensation_retry_base = step.compensation_attempts
-            elif step.status is StepStatus.FAILED and step.retry_at is None:
+            elif step.status is StepStatuses.FAILED and step.retry_at is None:
                 step.retry_at = at
                 step.retry_base = step.attempts
 
@@ -247,14 +247,14 @@ class SagaState:
         self.version = version
         self.input_json = input_json
         self.deadline_at = deadline_at
-        self.status = SagaStatus.PENDING
+        self.status = SagaStatuses.PENDING
         self.steps = [StepState(s["name"], s["kind"]) for s in steps]
         self.by_name = {s.name: s for s in self.steps}
 
     def _skip_pending(self) -> None:
         for step in self.steps:
-            if step.status is StepStatus.PENDING:
-                step.status = StepStatus.SKIPPED
+            if step.status is StepStatuses.PENDING:
+                step.status = StepStatuses.SKIPPED
 
     def as_dict(self, events: bool = True) -> dict[str, Any]:
         """The JSON shape ``sagakit show --json`` prints (``list --json`` without events)."""

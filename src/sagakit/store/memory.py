@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
-from sagakit.log import UNFINISHED, Instance, Message, Record, SagaStatus
+from sagakit.log import TERMINAL, UNFINISHED, Instance, Message, Record, SagaStatus
 from sagakit.store.base import StoredSaga
 from sagakit.store.watchers import Watchers
 
@@ -74,7 +74,7 @@ class MemoryStore:
         row = self._rows[saga_id]
         row.status = status
         row.updated_at = records[-1].at
-        if status.is_terminal:
+        if status in TERMINAL:
             row.lease_owner = row.lease_expires = row.due_at = None
         if self._watchers:
             self._watchers.wake(saga_id)

@@ -37,7 +37,7 @@ from sagakit.errors import (
     StoreError,
     UnknownSagaError,
 )
-from sagakit.log import Instance, Message, Record, RecordType, SagaStatus
+from sagakit.log import TERMINAL, Instance, Message, Record, RecordType, SagaStatus
 from sagakit.store.base import StoredSaga
 from sagakit.store.watchers import Watchers
 
@@ -607,7 +607,7 @@ def _arrays(writes: list[_Write]) -> list[Sequence[Any]]:
             instances.append(write.instance)
         else:
             status = write.status
-            updates.append((saga_id, status.value, write.records[-1].at, status.is_terminal))
+            updates.append((saga_id, status.value, write.records[-1].at, status in TERMINAL))
         log.extend(
             (saga_id, r.seq, r.type.value, r.at, r.step, r.attempt, r.data) for r in write.records
         )

@@ -28,7 +28,7 @@ from sagakit.errors import (
     StoreError,
     UnknownSagaError,
 )
-from sagakit.log import UNFINISHED, Instance, Message, Record, RecordType, SagaStatus
+from sagakit.log import TERMINAL, UNFINISHED, Instance, Message, Record, RecordType, SagaStatus
 from sagakit.store.base import StoredSaga
 from sagakit.store.watchers import Watchers
 
@@ -178,7 +178,7 @@ class SqliteStore:
         return created
 
     async def append(self, saga_id: str, records: Sequence[Record], status: SagaStatus) -> None:
-        update = (status.value, records[-1].at, status.is_terminal, saga_id)
+        update = (status.value, records[-1].at, status in TERMINAL, saga_id)
         await self._write(_Append(saga_id, records[0].seq, update, _rows(saga_id, records)))
         if self._watchers:
             self._watchers.wake(saga_id)
