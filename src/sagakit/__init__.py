@@ -1,6 +1,7 @@
 """sagakit: sagas for Python, with a durable saga log, crash recovery and operator tools."""
 
 from sagakit.bus import Broker, MemoryBroker, open_broker
+from sagakit.choreography import Choreography, ChoreographyStep
 from sagakit.client import Client
 from sagakit.context import CompensationContext, Results, StepContext
 from sagakit.engine import Engine, Outcome, SagaResult, idempotency_key
@@ -9,6 +10,7 @@ from sagakit.errors import (
     BrokerError,
     CompensationImpossible,
     ConcurrentUpdateError,
+    LocalDatabaseError,
     MalformedEventError,
     OperatorActionError,
     ResultTimeoutError,
@@ -17,6 +19,7 @@ from sagakit.errors import (
     SagakitError,
     SchemaVersionError,
     SerializationError,
+    ServiceDefinitionError,
     SignalTimeoutError,
     StepTimeoutError,
     StoreError,
@@ -26,28 +29,37 @@ from sagakit.errors import (
 )
 from sagakit.events import Event
 from sagakit.log import RecordType, SagaStatus, StepStatus
+from sagakit.outbox import LocalDatabase, SqliteDatabase
 from sagakit.policies import Retry
+from sagakit.relay import Relay
 from sagakit.saga import Saga, Step, StepKind
+from sagakit.service import Service, Transaction
 from sagakit.state import SagaState
 from sagakit.store import MemoryStore, Store, open_store
+from sagakit.tracker import Tracker
 from sagakit.worker import Worker
 
 __all__ = [
     "Broker",
     "BrokerConnectionError",
     "BrokerError",
+    "Choreography",
+    "ChoreographyStep",
     "Client",
     "CompensationContext",
     "CompensationImpossible",
     "ConcurrentUpdateError",
     "Engine",
     "Event",
+    "LocalDatabase",
+    "LocalDatabaseError",
     "MalformedEventError",
     "MemoryBroker",
     "MemoryStore",
     "OperatorActionError",
     "Outcome",
     "RecordType",
+    "Relay",
     "ResultTimeoutError",
     "Results",
     "Retry",
@@ -60,7 +72,10 @@ __all__ = [
     "SagakitError",
     "SchemaVersionError",
     "SerializationError",
+    "Service",
+    "ServiceDefinitionError",
     "SignalTimeoutError",
+    "SqliteDatabase",
     "Step",
     "StepContext",
     "StepKind",
@@ -68,6 +83,8 @@ __all__ = [
     "StepTimeoutError",
     "Store",
     "StoreError",
+    "Tracker",
+    "Transaction",
     "UnknownSagaError",
     "UnregisteredSagaError",
     "UnsupportedDatabaseError",

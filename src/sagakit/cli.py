@@ -18,6 +18,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -107,12 +108,45 @@ def _status(value: str | None) -> SagaStatus | None:
 # --------------------------------------------------------------------------- demo
 
 
-@app.command()
-def demo(db: Db = DEFAULT_DB) -> None:
-    """Run the order saga's scenarios and print each saga's timeline."""
-    from sagakit.examples.order.demo import run_demo
+class Flavor(StrEnum):
+    """The two ways to run a saga (see the source document's "Two Flavors of Sagas")."""
 
-    raise typer.Exit(_run(run_demo(db, Console())))
+    ORCHESTRATION = "orchestration"
+    CHOREOGRAPHY = "choreography"
+
+
+@app.command()
+def demo(
+    db: Db = DEFAULT_DB,
+    flavor: Annotated[
+        Flavor,
+        typer.Option(
+            "--flavor",
+            case_sensitive=False,
+            help="orchestration: an engine drives the order saga; choreography: four services "
+            "react to each other's events over a broker.",
+        ),
+    ] = Flavor.ORCHESTRATION,
+    broker: Annotated[
+        str,
+        typer.Option(
+            "--broker",
+            envvar="SAGAKIT_BROKER",
+            help="Choreography's broker: memory:// (services as tasks of this process), or "
+            "redis://, nats://, amqp:// (each service a process of its own).",
+        ),
+    ] = "memory://",
+) -> None:
+    """Run the order saga's scenarios and print each saga's timeline."""
+    if flavor is Flavor.ORCHESTRATION:
+        if broker != "memory://":
+            _fail("--broker is for --flavor choreography (orchestration needs no broker)", 2)
+        from sagakit.examples.order.demo import run_demo
+
+        raise typer.Exit(_run(run_demo(db, Console())))
+    from sagakit.examples.order.choreography_demo import run_choreography_demo
+
+    raise typer.Exit(_run(run_choreography_demo(db, broker, Console())))
 
 
 # --------------------------------------------------------------------------- list / show

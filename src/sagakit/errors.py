@@ -18,6 +18,8 @@
     │   ├── SchemaVersionError         the database was made by a newer sagakit
     │   └── ConcurrentUpdateError      someone else appended to the same instance
     ├── MalformedEventError        bytes that are not a sagakit event (says what is wrong)
+    ├── ServiceDefinitionError     a choreographed service's handlers were declared wrongly
+    ├── LocalDatabaseError         a service's own database (its outbox, its inbox) fails
     └── BrokerError                the message broker cannot be used
         ├── UnsupportedBrokerError     the broker URL names a scheme we do not support
         ├── MissingBrokerDriverError   the broker's client library is not installed
@@ -139,6 +141,15 @@ class ConcurrentUpdateError(StoreError):
 
 class MalformedEventError(SagakitError):
     """Data that is not a valid sagakit event; the message says exactly what is wrong."""
+
+
+class ServiceDefinitionError(SagakitError):
+    """A choreographed service's handlers break a rule; raised when they are declared, never
+    when events arrive. (A wrong choreography is a :class:`SagaDefinitionError`.)"""
+
+
+class LocalDatabaseError(SagakitError):
+    """A service's own database cannot be used for its outbox or inbox (path in the message)."""
 
 
 class BrokerError(SagakitError):

@@ -37,6 +37,8 @@ STEP_STYLES: dict[StepStatus, str] = {
     StepStatus.COMPENSATION_FAILED: "bold red",
     StepStatus.SKIPPED: "dim",
 }
+_TRACKED = frozenset({"event", "source", "event_id", "causation_id"})
+"""The keys a tracker puts in the records it rebuilt from a choreographed saga's events."""
 _DETAIL_LIMIT = 120
 """Characters of a result or input shown in the timeline; ``show --json`` has the rest."""
 
@@ -139,6 +141,8 @@ def _detail(record: Record) -> Text:
     """The one fact worth seeing for each kind of record; values are cut to one line."""
     data: Any = None if record.data is None else json.loads(record.data)
     kind = record.type
+    if isinstance(data, dict) and data.keys() >= _TRACKED and "payload" in data:
+        return _one_line(f"{data['event']} from {data['source']}: {_short(data['payload'])}")
     if kind in (RecordType.STEP_FAILED, RecordType.COMPENSATION_FAILED):
         retry_at = data["retry_at"]
         then = "final" if retry_at is None else f"retry in {(retry_at - record.at) * 1000:.0f} ms"

@@ -1,0 +1,250 @@
+"""The outbox, the inbox and the relay, over SQLite files and the in-memory broker.
+
+The promises under test: an event written with a change is published even if the process
+dies between the commit and the publish; a row is marked sent only once the broker has it;
+one saga's events leave in order; a broker that is down costs a bounded number of tries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from choreography_fakes import WAIT, FlakyBroker, eventually, running
+
+from sagakit.bus import Backoff, Delivery, MemoryBroker
+from sagakit.errors import BrokerNameError, LocalDatabaseError
+from sagakit.events import Event
+from sagakit.outbox import SqliteDatabase
+from sagakit.relay import Relay
+
+FAST = Backoff(attempts=1, first=0.05, cap=0.05)
+
+
+def event(kind: str, saga: str) -> Event:
+    return Event.new(kind, {"saga": saga}, source="test", correlation_id=saga)
+
+
+async def enqueue(db: SqliteDatabase, *events: Event, stream: str = "s") -> None:
+    async with db.transaction() as tx:
+        tx.connection.execute("INSERT INTO things (note) VALUES ('changed')")
+        for one in events:
+            await tx.enqueue(stream, one)
+
+
+def database(tmp_path: Path) -> SqliteDatabase:
+    return SqliteDatabase(tmp_path / "service.db", "CREATE TABLE IF NOT EXISTS things (note TEXT);")
+
+
+class Seen:
+    """Records what a subscription received."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def __call__(self, delivery: Delivery) -> None:
+        self.events.append(delivery.event)
+
+    def ids(self) -> list[str]:
+        return [e.id for e in self.events]
+
+
+async def test_an_event_committed_before_a_crash_is_published_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    broker = MemoryBroker()
+    seen = Seen()
+    await broker.subscribe("s", "g", seen)
+    db = database(tmp_path)
+    created = event("OrderCreated", "o-1")
+    await enqueue(db, created)
+    await db.close()  # the process dies: the relay never ran
+
+    reopened = database(tmp_path)
+    assert await reopened.backlog() == 1
+    relay = Relay(reopened, broker)
+    outcome = await relay.publish_pending()
+
+    assert (outcome.read, outcome.sent, outcome.error) == (1, 1, None)
+    await eventually(lambda: seen.ids() == [created.id], "the event")
+    assert await reopened.backlog() == 0
+    assert (await relay.publish_pending()).read == 0  # sent once, not again
+    await reopened.close()
+    await broker.close()
+
+
+async def test_a_rolled_back_transaction_leaves_nothing_to_publish(tmp_path: Path) -> None:
+    db = database(tmp_path)
+
+    async def fail_midway() -> None:
+        async with db.transaction() as tx:
+            await tx.enqueue("s", event("OrderCreated", "o-1"))
+            assert await tx.first_delivery("svc", "e-1")
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        await fail_midway()
+    assert await db.backlog() == 0
+    async with db.transaction() as tx:
+        assert await tx.first_delivery("svc", "e-1")  # the inbox row was rolled back too
+        assert not await tx.first_delivery("svc", "e-1")
+        assert await tx.first_delivery("other-consumer", "e-1")
+    await db.close()
+
+
+async def test_a_publish_whose_confirmation_is_lost_is_repeated_with_the_same_id(
+    tmp_path: Path,
+) -> None:
+    inner = MemoryBroker()
+    seen = Seen()
+    await inner.subscribe("s", "g", seen)
+    broker = FlakyBroker(inner)
+    db = database(tmp_path)
+    created = event("OrderCreated", "o-1")
+    await enqueue(db, created)
+    relay = Relay(db, broker)
+
+    broker.lose_acks = True
+    assert (await relay.publish_pending()).error is not None
+    assert await db.backlog() == 1  # not marked: the relay could not know it arrived
+    broker.lose_acks = False
+    assert (await relay.publish_pending()).sent == 1
+
+    await eventually(lambda: len(seen.events) == 2, "both copies")
+    assert seen.ids() == [created.id, created.id]  # a consumer's inbox drops the second
+    await db.close()
+    await inner.close()
+
+
+async def test_a_saga_s_events_never_overtake_an_unsent_earlier_one(tmp_path: Path) -> None:
+    inner = MemoryBroker()
+    seen = Seen()
+    await inner.subscribe("s", "g", seen)
+    broker = FlakyBroker(inner)
+    db = database(tmp_path)
+    first, second = event("First", "slow"), event("Second", "slow")
+    other = event("Other", "fast")
+    await enqueue(db, first, second, other)
+    relay = Relay(db, broker)
+
+    broker.refuse = lambda e: e.id == first.id
+    outcome = await relay.publish_pending()
+    assert (outcome.read, outcome.sent) == (3, 1) and outcome.error is not None
+    await eventually(lambda: seen.ids() == [other.id], "the other saga's event")
+
+    broker.refuse = lambda e: False
+    assert (await relay.publish_pending()).sent == 2
+    await eventually(lambda: len(seen.events) == 3, "every event")
+    assert seen.ids() == [other.id, first.id, second.id]
+    await db.close()
+    await inner.close()
+
+
+async def test_the_relay_backs_off_while_the_broker_is_down_and_resumes_after(
+    tmp_path: Path,
+) -> None:
+    inner = MemoryBroker()
+    seen = Seen()
+    await inner.subscribe("s", "g", seen)
+    broker = FlakyBroker(inner)
+    broker.down = True
+    db = database(tmp_path)
+    relay = Relay(db, broker, poll=0.01, backoff=FAST)
+    created = event("OrderCreated", "o-1")
+    await enqueue(db, created)
+
+    async with running(relay.run):
+        started = time.monotonic()
+        while time.monotonic() - started < 0.3:  # an observation window, not a wait
+            relay.wake()  # commits during an outage must not cut the back-off short
+            await asyncio.sleep(0.005)
+        elapsed = time.monotonic() - started
+        assert 2 <= len(broker.attempts) <= 2 + elapsed / (FAST.first / 2)  # no spinning
+        assert await db.backlog() == 1  # kept meanwhile
+        broker.down = False
+        await eventually(lambda: seen.ids() == [created.id], "the event after the outage")
+    assert await db.backlog() == 0
+    await db.close()
+    await inner.close()
+
+
+async def test_a_wake_publishes_at_once_despite_a_long_poll(tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    seen = Seen()
+    await broker.subscribe("s", "g", seen)
+    db = database(tmp_path)
+    relay = Relay(db, broker, poll=3600)
+    async with running(relay.run):
+        await eventually(lambda: relay.published == 0, "the first (empty) pass")
+        created = event("OrderCreated", "o-1")
+        await enqueue(db, created)
+        relay.wake()
+        await eventually(lambda: seen.ids() == [created.id], "the woken publish", within=WAIT)
+    await db.close()
+    await broker.close()
+
+
+async def test_many_sagas_are_published_in_batches_in_order(tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    seen = Seen()
+    await broker.subscribe("s", "g", seen, prefetch=100)
+    db = database(tmp_path)
+    events = [event(f"Step{i}", f"saga-{n}") for i in range(3) for n in range(40)]
+    await enqueue(db, *events)
+    relay = Relay(db, broker, batch=7)
+    async with running(relay.run):
+        await eventually(lambda: len(seen.events) == len(events), "every event")
+    for n in range(40):
+        steps = [e.type for e in seen.events if e.correlation_id == f"saga-{n}"]
+        assert steps == ["Step0", "Step1", "Step2"]
+    assert relay.published == len(events)
+    await db.close()
+    await broker.close()
+
+
+async def test_sent_rows_can_be_pruned(tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    db = database(tmp_path)
+    await enqueue(db, event("A", "1"), event("B", "2"))
+    await Relay(db, broker).publish_pending()
+    await enqueue(db, event("C", "3"))
+    assert await db.prune(time.time() + 1) == 2
+    assert await db.backlog() == 1
+    await db.close()
+
+
+async def test_a_bad_stream_name_is_refused_when_enqueued(tmp_path: Path) -> None:
+    db = database(tmp_path)
+    with pytest.raises(BrokerNameError):
+        async with db.transaction() as tx:
+            await tx.enqueue("no.dots", event("A", "1"))
+    await db.close()
+
+
+def test_an_unusable_database_names_its_path(tmp_path: Path) -> None:
+    with pytest.raises(LocalDatabaseError, match=r"service\.db"):
+        SqliteDatabase(tmp_path / "service.db", "CREATE TABLE broken (")
+
+
+async def test_after_a_failed_pass_one_saga_probes_the_broker_before_the_rest(
+    tmp_path: Path,
+) -> None:
+    inner = MemoryBroker()
+    broker = FlakyBroker(inner)
+    db = database(tmp_path)
+    await enqueue(db, *(event("OrderCreated", f"o-{n}") for n in range(5)))
+    relay = Relay(db, broker)
+    broker.down = True
+    assert (await relay.publish_pending()).sent == 0
+    assert len(broker.attempts) == 5  # the first failure: every saga tried once
+
+    broker.attempts.clear()
+    assert (await relay.publish_pending()).sent == 0
+    assert len(broker.attempts) == 1  # still down: only the probe
+
+    broker.down = False
+    assert (await relay.publish_pending()).sent == 5
+    await db.close()
+    await inner.close()
