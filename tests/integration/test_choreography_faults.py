@@ -17,11 +17,9 @@ de-duplicates, have one row per effect); every event any service committed to it
 was published and reached the tracker, once in the log; every outbox is drained; and the
 poison is in the stream's dead letters, put there by the payment service.
 
-NATS runs with the events stream created beforehand with *limits* retention (the backend
-uses an existing stream as it is): with the backend's default, *interest* retention,
-nats-server 2.9.10 drops events that slower groups had not yet acknowledged when it
-restarts. :func:`test_nats_interest_retention_keeps_a_lagging_group_s_events_on_restart`
-shows that on its own, expected to fail until the backend stops relying on it.
+:func:`test_nats_keeps_a_lagging_group_s_events_on_restart` guards the NATS backend's
+retention on its own: with *interest* retention nats-server 2.9.10 dropped events that
+slower groups had not yet acknowledged when it restarted.
 """
 
 from __future__ import annotations
@@ -43,7 +41,6 @@ from private_brokers import SERVERS, PrivateNats, PrivateServer
 from sagakit import SagaState, SagaStatus, open_store
 from sagakit.bus import Delivery, open_broker
 from sagakit.bus.backend import BrokerBackend
-from sagakit.bus.nats_jetstream import NatsJetStreamBroker, jetstream_names, subject
 from sagakit.codec import decode
 from sagakit.events import Event
 from sagakit.examples.order.choreography import (
@@ -187,7 +184,6 @@ async def test_a_killed_consumer_and_a_restarted_broker_lose_and_repeat_nothing(
     decline_cards(directory, DECLINED)
     store = await open_store(f"sqlite:///{tmp_path / 'sagas.db'}")
     broker = await open_broker(server.url, redeliver_after=2.0)
-    await limits_retention(broker, STREAM)
     run = Run(directory, server, store)
     tracker = Tracker(store, broker, [ORDER_CHOREOGRAPHY], streams=[STREAM], concurrency=2)
     tracking = asyncio.get_running_loop().create_task(tracker.run(run.stop))
@@ -232,20 +228,6 @@ async def faults(run: Run, directory: Path, server: PrivateServer) -> None:
     await server.start()
 
 
-async def limits_retention(broker: BrokerBackend, stream: str) -> None:
-    """On NATS, create ``stream``'s events with limits retention before the backend does."""
-    if isinstance(broker, NatsJetStreamBroker):
-        from nats.js.api import RetentionPolicy, StorageType
-
-        events = jetstream_names(stream)[0]
-        await broker.jetstream.add_stream(
-            name=events,
-            subjects=[subject(stream)],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-        )
-
-
 async def dead(broker: BrokerBackend, event_id: str) -> bool:
     letters = await broker.dead_letters(STREAM)
     return any(letter.event is not None and letter.event.id == event_id for letter in letters)
@@ -277,12 +259,7 @@ async def check(run: Run, directory: Path) -> None:
     assert max(logged.values()) == 1  # ...once
 
 
-@pytest.mark.xfail(
-    reason="sagakit.bus.nats_jetstream creates events streams with interest retention, and "
-    "nats-server 2.9.10 drops events a lagging group has not acknowledged when it restarts",
-    strict=False,
-)
-async def test_nats_interest_retention_keeps_a_lagging_group_s_events_on_restart(
+async def test_nats_keeps_a_lagging_group_s_events_on_restart(
     tmp_path: Path,
 ) -> None:
     server = PrivateNats(tmp_path / "broker")

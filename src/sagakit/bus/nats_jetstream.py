@@ -1,8 +1,10 @@
 """NATS JetStream: a JetStream stream per sagakit stream, a durable pull consumer per group.
 
 Layout: events are published on subject ``sagakit.<stream>`` into the JetStream stream
-``sagakit-events-<stream>`` (file storage, *interest* retention: an event is kept until every
-group has acknowledged it). Dead letters go on ``sagakit.<stream>.dead`` into
+``sagakit-events-<stream>`` (file storage, *limits* retention: events are kept for
+``EVENTS_MAX_AGE``, however far behind a group is; interest retention, which drops an event
+once every group acknowledged it, lost events a lagging group had not yet acknowledged
+when nats-server 2.9 restarted). Dead letters go on ``sagakit.<stream>.dead`` into
 ``sagakit-dead-<stream>`` (limits retention: kept until an operator removes them). Each group
 is a durable pull consumer with explicit acks, ``ack_wait = redeliver_after`` and no
 ``max_deliver`` limit: the consume loop dead-letters after ``max_attempts`` itself, so a
@@ -32,6 +34,10 @@ if TYPE_CHECKING:
     from nats.js.api import ConsumerConfig
 
 log = logging.getLogger("sagakit.bus")
+
+
+EVENTS_MAX_AGE = 7 * 24 * 3600.0
+"""Seconds an event stays in JetStream: a week for a stopped service to catch up."""
 
 
 def subject(stream: str) -> str:
@@ -95,14 +101,15 @@ class NatsJetStreamBroker(BrokerBackend):
         if self._ready is not None and stream in self._ready:
             return
         events, dead = jetstream_names(stream)
-        specs = [
-            (events, subject(stream), RetentionPolicy.INTEREST),
-            (dead, dead_subject(stream), RetentionPolicy.LIMITS),
-        ]
-        for name, on, retention in specs:
+        specs = [(events, subject(stream), EVENTS_MAX_AGE), (dead, dead_subject(stream), None)]
+        for name, on, max_age in specs:
             try:
                 await self.jetstream.add_stream(
-                    name=name, subjects=[on], retention=retention, storage=StorageType.FILE
+                    name=name,
+                    subjects=[on],
+                    retention=RetentionPolicy.LIMITS,
+                    storage=StorageType.FILE,
+                    max_age=max_age,
                 )
             except BadRequestError as exc:
                 if exc.err_code != 10058:  # exists with another configuration: use it as is
