@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import pg_report, postgres, report
 from benchmarks.suite import FULL, QUICK, run_suite
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -38,12 +38,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = parse(argv)
     results = asyncio.run(run_suite(QUICK if args.quick else FULL))
+    # The PostgreSQL scenarios run their own worker processes, after the in-process suite.
+    pg_settings = postgres.QUICK if args.quick else postgres.FULL
+    on_postgres = asyncio.run(postgres.run_postgres(pg_settings))
     report.print_table(results)
+    pg_report.print_section(on_postgres)
     output: Path = args.output
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(report.markdown(results), encoding="utf-8")
+    text = report.markdown(results) + "\n" + pg_report.markdown(on_postgres)
+    output.write_text(text, encoding="utf-8")
     print(f"report written to {output}")
-    if not results.ok:
+    if not results.ok or not on_postgres.ok:
         print("FAILED: some sagas did not complete or are missing from the log", file=sys.stderr)
         return 1
     return 0

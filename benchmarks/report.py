@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks import choreography
 from benchmarks.measure import Measurement, Mode
 from benchmarks.order import COMMITS_ALONE, STEPS
 from benchmarks.suite import HAND_WRITTEN, MEMORY, SQLITE, Results
@@ -147,11 +148,23 @@ def print_table(results: Results) -> None:
     for target in targets(results):
         verdict = "[green]met[/]" if target.met else "[red]not met[/]"
         console.print(f"{target.goal}: {target.measured} -> {verdict}", highlight=False)
+    if results.choreography:
+        console.print(_choreography_table(results))
+
+
+def _choreography_table(results: Results) -> Table:
+    table = Table(title="choreography (events per second)")
+    for column in choreography.COLUMNS:
+        table.add_column(column, justify="left" if column == "Broker" else "right")
+    for row in choreography.rows(results.choreography):
+        table.add_row(*row)
+    return table
 
 
 def markdown(results: Results) -> str:
     parts = [_header(results), _table(results), _ceiling(results), _targets(results), HOW_TO_READ]
-    return "\n\n".join(parts) + "\n"
+    parts.append(choreography.markdown(results.choreography))
+    return "\n\n".join(part for part in parts if part) + "\n"
 
 
 def _header(results: Results) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks.choreography import BrokerFigures, measure_choreography
 from benchmarks.fsync import measure_ceiling
 from benchmarks.measure import Measurement, Mode, sized, timed
 from benchmarks.subjects import Subject, hand_written, on_memory, on_sqlite
@@ -68,10 +69,13 @@ class Results:
     started: datetime
     measurements: tuple[Measurement, ...]
     ceiling: Measurement
+    choreography: tuple[BrokerFigures, ...] = ()
+    """Events per second through each broker, raw and through outbox and inbox."""
 
     @property
     def ok(self) -> bool:
-        return self.ceiling.ok and all(m.ok for m in self.measurements)
+        measured = self.ceiling.ok and all(m.ok for m in self.measurements)
+        return measured and all(f.ok for f in self.choreography)
 
 
 async def measure(scenario: Scenario, settings: Settings) -> Measurement:
@@ -110,7 +114,8 @@ async def run_suite(settings: Settings) -> Results:
     started = datetime.now(UTC)
     ceiling = measure_fsync(settings)
     measurements = [await measure(scenario, settings) for scenario in SCENARIOS]
-    return Results(settings, started, tuple(measurements), ceiling)
+    choreography = await measure_choreography(settings)
+    return Results(settings, started, tuple(measurements), ceiling, choreography)
 
 
 def _progress(line: str) -> None:

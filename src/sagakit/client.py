@@ -8,6 +8,7 @@ a worker; a running saga that a worker holds is asked to cancel through its inbo
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import socket
 import time
@@ -22,7 +23,7 @@ from sagakit.errors import (
     SerializationError,
     UnknownSagaError,
 )
-from sagakit.log import Instance, Record, RecordType, RecordTypes, SagaStatuses
+from sagakit.log import TERMINAL, Instance, Record, RecordType, RecordTypes, SagaStatuses
 from sagakit.saga import Saga
 from sagakit.state import SagaState
 from sagakit.store.base import Store
@@ -67,13 +68,19 @@ class Client:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            state = await self.state(saga_id)
-            if state.status.is_terminal:
-                return SagaResult.of(state)
             left = _WAKE if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                raise ResultTimeoutError(saga_id, timeout or 0.0, state.status.value)
-            await self.store.changed(saga_id, min(left, _WAKE))
+            # Listen before looking, so a change made in between still wakes us.
+            change = asyncio.ensure_future(self.store.changed(saga_id, max(min(left, _WAKE), 0)))
+            await asyncio.sleep(0)  # let the watch register before the load below
+            try:
+                state = await self.state(saga_id)
+                if state.status in TERMINAL:
+                    return SagaResult.of(state)
+                if left <= 0:
+                    raise ResultTimeoutError(saga_id, timeout or 0.0, state.status.value)
+                await change
+            finally:
+                change.cancel()
 
     async def state(self, saga_id: str) -> SagaState:
         """The instance's state as its log tells it now."""

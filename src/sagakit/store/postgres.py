@@ -147,11 +147,10 @@ which writes took effect. A taken ``(saga_id, seq)`` fails the whole statement.
 _LOCK_IN_ORDER = "SELECT 1 FROM sagas WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 
 _FREE = f"(lease_owner IS NULL OR lease_owner = $1 OR lease_expires <= {_NOW})"
-_DUE = f"AND ((due_at IS NOT NULL AND due_at <= {_NOW}) OR lease_expires <= {_NOW})"
-_CLAIM = f"""
+_CLAIM_ALL = f"""
 WITH picked AS (
     SELECT id, coalesce(due_at, lease_expires, created_at) AS rank FROM sagas
-    WHERE status IN {_UNFINISHED} AND {_FREE} {{due}}
+    WHERE status IN {_UNFINISHED} AND {_FREE}
     ORDER BY rank, id LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), taken AS (
@@ -161,6 +160,32 @@ WITH picked AS (
 )
 SELECT id FROM taken ORDER BY rank, id
 """
+"""Everything unfinished nobody holds (``resume``): rare, so a scan is fine."""
+
+
+def _claim_by(column: str) -> str:
+    """Claim the rows whose ``column`` time has come, walking that column's partial index
+    in order (a plain ``ORDER BY coalesce(...)`` sorted the whole backlog at every claim:
+    9.6 ms with 5,000 sagas waiting)."""
+    return f"""
+WITH picked AS (
+    SELECT id, {column} AS rank FROM sagas
+    WHERE {column} IS NOT NULL AND {column} <= {_NOW}
+      AND status IN {_UNFINISHED} AND {_FREE}
+    ORDER BY {column} LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), taken AS (
+    UPDATE sagas AS s SET lease_owner = $1, lease_expires = {_NOW} + $3, due_at = NULL
+    FROM picked WHERE s.id = picked.id
+    RETURNING s.id, picked.rank
+)
+SELECT id FROM taken ORDER BY rank, id
+"""
+
+
+_CLAIM_DUE = _claim_by("due_at")
+_CLAIM_LAPSED = _claim_by("lease_expires")
+"""Instances whose driver stopped renewing (it died): due for others."""
 _ACQUIRE = f"""UPDATE sagas SET lease_owner = $1, lease_expires = {_NOW} + $3, due_at = NULL
     WHERE id = $2 AND {_FREE} RETURNING id"""
 _RENEW = f"""
@@ -384,7 +409,14 @@ class PostgresStore:
     ) -> list[str]:
         """One statement locks the rows it picks with ``FOR UPDATE SKIP LOCKED`` and leases
         them, so concurrent claimers skip each other's picks instead of waiting."""
-        sql = _CLAIM.format(due=_DUE if due_only else "")
+        if not due_only:
+            return await self._claim(_CLAIM_ALL, owner, limit, lease)
+        taken = await self._claim(_CLAIM_DUE, owner, limit, lease)
+        if len(taken) < limit:
+            taken += await self._claim(_CLAIM_LAPSED, owner, limit - len(taken), lease)
+        return taken
+
+    async def _claim(self, sql: str, owner: str, limit: int, lease: float) -> list[str]:
         with self._settings.translated():
             rows = await self._pool.fetch(sql, owner, limit, lease)
         return [row[0] for row in rows]
