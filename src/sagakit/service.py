@@ -30,7 +30,7 @@ import contextlib
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -223,20 +223,18 @@ class Service:
         relay = asyncio.get_running_loop().create_task(self.relay.run(halt), name=self.relay.name)
         subscriptions: list[Subscription] = []
         try:
-            for stream in self.streams:
-                for _ in range(self.concurrency):
-                    subscription = await subscribe_retrying(
-                        self.broker,
-                        stream,
-                        self.name,
-                        self.handle,
-                        stop,
-                        max_attempts=self.max_attempts,
-                        prefetch=self.prefetch,
-                    )
-                    if subscription is None:
-                        return
-                    subscriptions.append(subscription)
+            if not await subscribe_all(
+                self.broker,
+                self.streams,
+                self.name,
+                self.handle,
+                stop,
+                into=subscriptions,
+                copies=self.concurrency,
+                max_attempts=self.max_attempts,
+                prefetch=self.prefetch,
+            ):
+                return
             self.ready.set()
             await stop.wait()
         finally:
@@ -248,6 +246,32 @@ class Service:
         """Close the database if the service opened it (from a path)."""
         if self._owns_db:
             await self.db.close()
+
+
+async def subscribe_all(
+    broker: Broker,
+    streams: Sequence[str],
+    group: str,
+    handler: Handler,
+    stop: asyncio.Event,
+    *,
+    into: list[Subscription],
+    copies: int,
+    max_attempts: int,
+    prefetch: int,
+) -> bool:
+    """``copies`` competing subscriptions of ``group`` to every stream, each made with
+    :func:`subscribe_retrying`, added to ``into`` as they come (so that the caller closes
+    what was made if it stops early); False if ``stop`` was set first."""
+    for stream in streams:
+        for _ in range(copies):
+            subscription = await subscribe_retrying(
+                broker, stream, group, handler, stop, max_attempts=max_attempts, prefetch=prefetch
+            )
+            if subscription is None:
+                return False
+            into.append(subscription)
+    return True
 
 
 async def subscribe_retrying(

@@ -44,7 +44,7 @@ from sagakit.codec import decode, encode
 from sagakit.errors import ConcurrentUpdateError, SagaDefinitionError
 from sagakit.events import Event
 from sagakit.log import Instance, Record, RecordType, SagaStatus, StepStatus
-from sagakit.service import subscribe_retrying
+from sagakit.service import subscribe_all
 from sagakit.state import SagaState
 from sagakit.store.base import Store
 
@@ -232,20 +232,18 @@ class Tracker:
         looking for stuck sagas every ``check_every`` seconds."""
         subscriptions: list[Subscription] = []
         try:
-            for stream in self.streams:
-                for _ in range(self.concurrency):
-                    subscription = await subscribe_retrying(
-                        self.broker,
-                        stream,
-                        self.group,
-                        self.handle,
-                        stop,
-                        max_attempts=self.max_attempts,
-                        prefetch=self.prefetch,
-                    )
-                    if subscription is None:
-                        return
-                    subscriptions.append(subscription)
+            if not await subscribe_all(
+                self.broker,
+                self.streams,
+                self.group,
+                self.handle,
+                stop,
+                into=subscriptions,
+                copies=self.concurrency,
+                max_attempts=self.max_attempts,
+                prefetch=self.prefetch,
+            ):
+                return
             self.ready.set()
             await self._watch(stop)
         finally:
