@@ -122,10 +122,6 @@ class Engine:
             raise SagaDefinitionError(saga.name, "a saga needs at least one step")
         self._sagas[(saga.name, saga.version)] = Plan(saga)
 
-    @property
-    def sagas(self) -> list[Saga]:
-        return [plan.saga for plan in self._sagas.values()]
-
     async def run(self, saga: Saga, input: Any = None, *, saga_id: str | None = None) -> SagaResult:
         """Start an instance and drive it to a terminal status (or, handing waits back,
         as far as it goes now).
