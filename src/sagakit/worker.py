@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from sagakit.engine import DEFAULT_LEASE, Engine, Outcome
 from sagakit.saga import Saga
-from sagakit.store.base import Store
+from sagakit.store.base import ANY_INSTANCE, Store
 
 Report = Callable[[Outcome], None]
 
@@ -53,13 +54,20 @@ class Worker:
         the same idempotency keys, as after a crash)."""
         try:
             while not stop.is_set():
-                free = self.concurrency - len(self._tasks)
-                claimed = await self._claim(free) if free > 0 else []
-                for saga_id in claimed:
-                    self._spawn(saga_id)
-                if claimed and len(claimed) == free:
-                    continue  # there may be more due work: claim again as soon as a slot frees
-                await self._idle(stop)
+                # Listen for news of due work before looking, so work created in between
+                # is not missed until the next poll.
+                news = asyncio.ensure_future(self.engine.store.changed(ANY_INSTANCE, self.poll))
+                await asyncio.sleep(0)
+                try:
+                    free = self.concurrency - len(self._tasks)
+                    claimed = await self._claim(free) if free > 0 else []
+                    for saga_id in claimed:
+                        self._spawn(saga_id)
+                    if claimed and len(claimed) == free:
+                        continue  # maybe more due work: claim again as soon as a slot frees
+                    await self._idle(stop, news)
+                finally:
+                    news.cancel()
         finally:
             await self._shutdown(grace)
 
@@ -84,14 +92,17 @@ class Worker:
         else:
             self.report(Outcome(saga_id, result=result))
 
-    async def _idle(self, stop: asyncio.Event) -> None:
-        """Wait for a reason to claim again: a freed slot (when full), the poll, or stop."""
+    async def _idle(self, stop: asyncio.Event, news: asyncio.Future[None]) -> None:
+        """Wait for a reason to claim again: a freed slot when full, else news of due work
+        from the store (or the poll, for what a store cannot announce); or stop."""
         self._slot_freed.clear()
-        waits = [asyncio.ensure_future(stop.wait())]
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
         if len(self._tasks) >= self.concurrency:
             waits.append(asyncio.ensure_future(self._slot_freed.wait()))
         try:
-            await asyncio.wait(waits, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [*waits, news], timeout=self.poll, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for wait in waits:
                 wait.cancel()

@@ -319,3 +319,21 @@ async def _until_logged(store: MemoryStore, saga_id: str, kind: RecordType) -> N
             if not held and await _has(store, saga_id, kind):
                 return
             await store.changed(saga_id, 1.0)
+
+
+async def test_an_idle_worker_hears_of_new_work_without_waiting_for_its_poll(
+    store: MemoryStore,
+) -> None:
+    calls = Calls()
+    stop = asyncio.Event()
+    worker = Worker(store, [order_saga(calls)], poll=3600)  # it would poll once an hour
+    task = asyncio.ensure_future(worker.run(stop))
+    client = Client(store)
+    for _ in range(10):  # the worker looks once, finds nothing and waits (no I/O here)
+        await asyncio.sleep(0)
+    assert store._watchers, "the idle worker listens for news of due work"
+    saga_id = await client.start(order_saga(Calls()), {})
+    result = await client.result(saga_id, timeout=30)
+    stop.set()
+    await task
+    assert result.status is SagaStatus.COMPLETED

@@ -8,6 +8,10 @@ from typing import Protocol
 
 from sagakit.log import Instance, Message, Record, SagaStatus
 
+ANY_INSTANCE = "*"
+"""Watch this id with ``changed`` to hear of new work: a store wakes its watchers when an
+instance is created due, or a message makes one due (workers then claim at once)."""
+
 
 @dataclass(frozen=True, slots=True)
 class StoredSaga:
@@ -96,6 +100,7 @@ class Store(Protocol):
 
         Used to wait for an outcome without a busy loop; a spurious return is allowed,
         a missed change is not (a store that cannot be told polls at a modest interval).
+        ``ANY_INSTANCE`` waits for new due work on any instance.
         """
         ...
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import TERMINAL, UNFINISHED, Instance, Message, Record, SagaStatus
-from sagakit.store.base import StoredSaga
+from sagakit.store.base import ANY_INSTANCE, StoredSaga
 from sagakit.store.watchers import Watchers
 
 
@@ -62,6 +62,8 @@ class MemoryStore:
             return False
         self._rows[instance.id] = _Row(instance)
         self._logs[instance.id] = list(records)
+        if instance.due_at is not None and self._watchers:
+            self._watchers.wake(ANY_INSTANCE)
         return True
 
     async def append(self, saga_id: str, records: Sequence[Record], status: SagaStatus) -> None:
@@ -148,6 +150,7 @@ class MemoryStore:
         if row.status in UNFINISHED:
             row.due_at = min(row.due_at or message.at, message.at)
         self._watchers.wake(saga_id)
+        self._watchers.wake(ANY_INSTANCE)
         return message
 
     async def messages(self, saga_id: str, after: int = 0) -> list[Message]:

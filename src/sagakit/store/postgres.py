@@ -38,7 +38,7 @@ from sagakit.errors import (
     UnknownSagaError,
 )
 from sagakit.log import TERMINAL, Instance, Message, Record, RecordType, SagaStatus
-from sagakit.store.base import StoredSaga
+from sagakit.store.base import ANY_INSTANCE, StoredSaga
 from sagakit.store.watchers import Watchers
 
 CHANNEL = "sagakit_changes"
@@ -104,6 +104,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER sagas_status_changed AFTER UPDATE OF status ON sagas FOR EACH ROW
            WHEN (OLD.status IS DISTINCT FROM NEW.status)
            EXECUTE FUNCTION sagakit_status_changed()""",
+    ),
+    (  # new due work wakes idle workers (they watch ANY_INSTANCE) instead of their poll
+        f"""CREATE FUNCTION sagakit_work_created() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM created WHERE due_at IS NOT NULL) THEN
+                PERFORM pg_notify('{CHANNEL}', '{ANY_INSTANCE}');
+            END IF;
+            RETURN NULL;
+        END $$""",
+        """CREATE TRIGGER sagas_work_created AFTER INSERT ON sagas
+           REFERENCING NEW TABLE AS created FOR EACH STATEMENT
+           EXECUTE FUNCTION sagakit_work_created()""",
     ),
 )
 """Forward-only schema migrations; the schema version is how many have been applied."""
@@ -213,7 +225,8 @@ WITH target AS (
     INSERT INTO saga_inbox (saga_id, name, payload, at)
     SELECT id, $2, $3, {_NOW} FROM target RETURNING id, at
 )
-SELECT id, at, count(pg_notify('{CHANNEL}', $1)) FROM message GROUP BY id, at
+SELECT id, at, count(pg_notify('{CHANNEL}', $1)) + count(pg_notify('{CHANNEL}', '{ANY_INSTANCE}'))
+FROM message GROUP BY id, at
 """
 """Locks the instance's row before the message takes its id, so one instance's messages
 commit in id order and a reader that resumes ``after`` the last id it saw misses none."""

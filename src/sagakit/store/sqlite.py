@@ -29,7 +29,7 @@ from sagakit.errors import (
     UnknownSagaError,
 )
 from sagakit.log import TERMINAL, UNFINISHED, Instance, Message, Record, RecordType, SagaStatus
-from sagakit.store.base import StoredSaga
+from sagakit.store.base import ANY_INSTANCE, StoredSaga
 from sagakit.store.watchers import Watchers
 
 T = TypeVar("T")
@@ -175,6 +175,8 @@ class SqliteStore:
 
     async def create(self, instance: Instance, records: Sequence[Record]) -> bool:
         created: bool = await self._write(_Create(instance, _rows(instance.id, records)))
+        if created and instance.due_at is not None:
+            self._watchers.wake(ANY_INSTANCE)
         return created
 
     async def append(self, saga_id: str, records: Sequence[Record], status: SagaStatus) -> None:
@@ -293,6 +295,7 @@ class SqliteStore:
 
         message: Message = await self._write(_Do(send))
         self._watchers.wake(saga_id)
+        self._watchers.wake(ANY_INSTANCE)
         return message
 
     async def messages(self, saga_id: str, after: int = 0) -> list[Message]:

@@ -25,7 +25,7 @@ from sagakit.log import Instance, Record, RecordType, SagaStatus
 from sagakit.policies import Retry
 from sagakit.saga import Saga
 from sagakit.state import SagaState
-from sagakit.store.base import Store
+from sagakit.store.base import ANY_INSTANCE, Store
 
 
 def instance(saga_id: str, status: SagaStatus = SagaStatus.RUNNING, at: float = 0.0) -> Instance:
@@ -312,3 +312,14 @@ class SchedulingContract:
             await waiting
         async with asyncio.timeout(10):
             await store.changed("w", 0.05)
+
+    async def test_new_due_work_wakes_whoever_watches_any_instance(self, store: Store) -> None:
+        for make_due in ("create", "send"):
+            waiting = asyncio.ensure_future(store.changed(ANY_INSTANCE, 30.0))
+            await asyncio.sleep(0)  # let the watch register
+            if make_due == "create":
+                await store.create(instance("n")._replace(due_at=time.time()), [started()])
+            else:
+                await store.send("n", "wake", "null")
+            async with asyncio.timeout(10):
+                await waiting
