@@ -32,7 +32,7 @@ import pytest
 
 from conftest import SagaLogs
 from sagakit import Engine, SagaState, SagaStatus, idempotency_key, open_store
-from sagakit.examples.order import OrderServices, open_services
+from sagakit.examples.order import OrderServices, open_services, order_input
 from sagakit.examples.order.saga import SERVICES_ENV
 from sagakit.log import RecordType
 
@@ -58,22 +58,6 @@ COMPENSATED_STEPS = ("charge_payment", "debit_loyalty_points", "reserve_inventor
 Ledgers = dict[str, tuple[int, int]]
 """Idempotency key -> (calls, effects applied), across all six services."""
 Point = dict[str, str]
-
-
-def _order(order_id: str, customer: str, **extra: Any) -> dict[str, Any]:
-    order: dict[str, Any] = {
-        "order_id": order_id,
-        "customer_id": customer,
-        "email": f"{customer}@example.com",
-        "card": "tok_visa",
-        "total_cents": 4990,
-        "loyalty_points": 200,
-        "items": [{"sku": "LAMP", "qty": 1}],
-        "address": "1 Loop Rd, Springfield",
-        "shipping": "standard",
-    }
-    order.update(extra)
-    return order
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +129,7 @@ def verify_compensated(services: OrderServices, order: dict[str, Any], saga_id: 
 SCENARIOS = (
     Scenario(
         "happy",
-        _order("C-1", "ada"),
+        order_input("C-1", "ada"),
         SagaStatus.COMPLETED,
         email_fail_first=1,
         commits=6 + 1 + 1 + 1,  # 6 steps' starts, the e-mail's failure, its retry, completed
@@ -154,7 +138,7 @@ SCENARIOS = (
     ),
     Scenario(
         "partial-stock",
-        _order("C-2", "bob", items=[{"sku": "GLOBE", "qty": 3}]),
+        order_input("C-2", "bob", items=[{"sku": "GLOBE", "qty": 3}]),
         SagaStatus.COMPENSATED,
         email_fail_first=0,
         commits=3 + 3 + 1,  # 3 actions' starts, 3 compensations' starts, compensated

@@ -5,7 +5,7 @@
 :mod:`.demo` for the scenarios ``sagakit demo`` runs.
 """
 
-from sagakit.examples.order.saga import build_order_saga, from_environment
+from sagakit.examples.order.saga import build_order_saga, from_environment, order_input
 from sagakit.examples.order.services import (
     CardDeclined,
     EmailService,
@@ -38,4 +38,5 @@ __all__ = [
     "build_order_saga",
     "from_environment",
     "open_services",
+    "order_input",
 ]

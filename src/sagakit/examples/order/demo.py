@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sagakit.engine import Engine, SagaResult
-from sagakit.examples.order.saga import build_order_saga
+from sagakit.examples.order.saga import build_order_saga, order_input
 from sagakit.examples.order.services import OrderServices, open_services
 from sagakit.log import SagaStatus
 from sagakit.policies import Retry
@@ -48,22 +48,6 @@ class Scenario:
     order: dict[str, Any]
     expect: SagaStatus
     verify: Callable[[OrderServices, dict[str, Any], SagaResult], list[Check]]
-
-
-def _order(number: int, customer: str, **extra: Any) -> dict[str, Any]:
-    order: dict[str, Any] = {
-        "order_id": f"A-{number}",
-        "customer_id": customer,
-        "email": f"{customer}@example.com",
-        "card": "tok_visa",
-        "total_cents": 4990,
-        "loyalty_points": 200,
-        "items": [{"sku": "LAMP", "qty": 1}],
-        "address": "1 Loop Rd, Springfield",
-        "shipping": "standard",
-    }
-    order.update(extra)
-    return order
 
 
 def _verify_completed(
@@ -110,25 +94,25 @@ def _verify_declined(services: OrderServices, order: dict[str, Any], _: SagaResu
 SCENARIOS = (
     Scenario(
         "completes; the confirmation e-mail fails once and is retried",
-        _order(1001, "ada"),
+        order_input("A-1001", "ada"),
         SagaStatus.COMPLETED,
         _verify_completed,
     ),
     Scenario(
         "only 2 of 3 globes in stock: partial reservation released, points and payment back",
-        _order(1002, "bob", items=[{"sku": "GLOBE", "qty": 3}]),
+        order_input("A-1002", "bob", items=[{"sku": "GLOBE", "qty": 3}]),
         SagaStatus.COMPENSATED,
         _verify_undone,
     ),
     Scenario(
         "fraud hold at the pivot after a same-day courier took the parcel: needs attention",
-        _order(1003, "cy", shipping="same_day"),
+        order_input("A-1003", "cy", shipping="same_day"),
         SagaStatus.NEEDS_ATTENTION,
         _verify_attention,
     ),
     Scenario(
         "card declined: compensated, with nothing to undo",
-        _order(1004, "dee", card="tok_chargeDeclined"),
+        order_input("A-1004", "dee", card="tok_chargeDeclined"),
         SagaStatus.COMPENSATED,
         _verify_declined,
     ),

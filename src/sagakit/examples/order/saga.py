@@ -129,3 +129,21 @@ def from_environment() -> Saga:
     """
     directory = os.environ.get(SERVICES_ENV) or None
     return build_order_saga(open_services(directory))
+
+
+def order_input(order_id: str, customer: str, **changes: Any) -> dict[str, Any]:
+    """A valid order input (see this module's docstring) for ``customer``: one lamp, paid
+    with a test card, 200 loyalty points, standard shipping; ``changes`` override fields."""
+    order: dict[str, Any] = {
+        "order_id": order_id,
+        "customer_id": customer,
+        "email": f"{customer}@example.com",
+        "card": "tok_visa",
+        "total_cents": 4990,
+        "loyalty_points": 200,
+        "items": [{"sku": "LAMP", "qty": 1}],
+        "address": "1 Loop Rd, Springfield",
+        "shipping": "standard",
+    }
+    order.update(changes)
+    return order
