@@ -30,7 +30,7 @@ from sagakit.errors import (
 from sagakit.log import TERMINAL, Instance, Record, RecordTypes, SagaStatus
 from sagakit.saga import Saga
 from sagakit.state import SagaState
-from sagakit.store.base import Store
+from sagakit.store.base import Store, StoredSaga
 
 DEFAULT_LEASE = 30.0
 """Seconds an engine holds an instance without renewing; renewed every third of it."""
@@ -153,9 +153,10 @@ class Engine:
         deadline = time.time() + wait
         outcomes: list[Outcome] = []
 
-        async def one(saga_id: str) -> None:
+        async def one(claimed: StoredSaga) -> None:
+            saga_id = claimed.instance.id
             try:
-                outcome = Outcome(saga_id, result=await self.drive_claimed(saga_id))
+                outcome = Outcome(saga_id, result=await self.drive_claimed(claimed))
             except Exception as error:
                 outcome = Outcome(saga_id, error=error)
             outcomes.append(outcome)
@@ -165,7 +166,7 @@ class Engine:
         while True:
             claimed = await self.store.claim(self.owner, 1_000, self.lease, due_only=False)
             if claimed:
-                await asyncio.gather(*(one(saga_id) for saga_id in claimed))
+                await asyncio.gather(*(one(stored) for stored in claimed))
                 continue
             lapse = await self._next_lapse(deadline)
             if lapse is None:
@@ -183,13 +184,18 @@ class Engine:
             return await self._join(saga_id)
         if not await self.store.acquire(self.owner, saga_id, self.lease):
             return SagaResult.of(await self.status(saga_id))
-        return await self.drive_claimed(saga_id)
+        stored = await self.store.load(saga_id)
+        if stored is None:
+            raise UnknownSagaError(saga_id)
+        return await self.drive_claimed(stored)
 
-    async def drive_claimed(self, saga_id: str) -> SagaResult:
-        """Drive an instance this engine has just leased (by ``claim`` or ``acquire``)."""
+    async def drive_claimed(self, claimed: StoredSaga) -> SagaResult:
+        """Drive an instance this engine has just leased (by ``claim``, or ``acquire`` and
+        ``load``), from its log as it was read then."""
+        saga_id = claimed.instance.id
         if saga_id in self._active:
             return await self._join(saga_id)
-        return await self._track(saga_id, self._resume(saga_id))
+        return await self._track(saga_id, self._resume(claimed))
 
     async def status(self, saga_id: str) -> SagaState:
         """The instance's state as its log tells it now."""
@@ -304,10 +310,8 @@ class Engine:
             raise UnknownSagaError(saga_id)
         return SagaResult.of(SagaState.from_records(saga_id, stored.records))
 
-    async def _resume(self, saga_id: str) -> SagaResult:
-        stored = await self.store.load(saga_id)
-        if stored is None:
-            raise UnknownSagaError(saga_id)
+    async def _resume(self, stored: StoredSaga) -> SagaResult:
+        saga_id = stored.instance.id
         state = SagaState.from_records(saga_id, stored.records)
         if state.status.is_terminal:
             return SagaResult.of(state)
@@ -324,7 +328,7 @@ class Engine:
             await self.store.append(saga_id, [record], state.status)
             return SagaResult.of(state)
         driver = Driver(self.store, plan, state, self.hand_back)
-        driver.check_inbox = True  # woken, maybe by a message
+        driver.check_inbox = stored.last_message > state.last_message  # woken by a message?
         return await self._drive(driver)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from sagakit.engine import DEFAULT_LEASE, Engine, Outcome
 from sagakit.saga import Saga
-from sagakit.store.base import ANY_INSTANCE, Store
+from sagakit.store.base import ANY_INSTANCE, Store, StoredSaga
 
 Report = Callable[[Outcome], None]
 
@@ -61,8 +61,8 @@ class Worker:
                 try:
                     free = self.concurrency - len(self._tasks)
                     claimed = await self._claim(free) if free > 0 else []
-                    for saga_id in claimed:
-                        self._spawn(saga_id)
+                    for stored in claimed:
+                        self._spawn(stored)
                     if claimed and len(claimed) == free:
                         continue  # maybe more due work: claim again as soon as a slot frees
                     await self._idle(stop, news)
@@ -71,12 +71,12 @@ class Worker:
         finally:
             await self._shutdown(grace)
 
-    async def _claim(self, limit: int) -> list[str]:
+    async def _claim(self, limit: int) -> list[StoredSaga]:
         store = self.engine.store
         return await store.claim(self.owner, limit, self.engine.lease)
 
-    def _spawn(self, saga_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._drive(saga_id))
+    def _spawn(self, claimed: StoredSaga) -> None:
+        task = asyncio.get_running_loop().create_task(self._drive(claimed))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
@@ -84,13 +84,13 @@ class Worker:
         self._tasks.discard(task)
         self._slot_freed.set()
 
-    async def _drive(self, saga_id: str) -> None:
+    async def _drive(self, claimed: StoredSaga) -> None:
         try:
-            result = await self.engine.drive_claimed(saga_id)
+            result = await self.engine.drive_claimed(claimed)
         except Exception as error:  # one saga's trouble must not stop the worker
-            self.report(Outcome(saga_id, error=error))
+            self.report(Outcome(claimed.instance.id, error=error))
         else:
-            self.report(Outcome(saga_id, result=result))
+            self.report(Outcome(claimed.instance.id, result=result))
 
     async def _idle(self, stop: asyncio.Event, news: asyncio.Future[None]) -> None:
         """Wait for a reason to claim again: a freed slot when full, else news of due work

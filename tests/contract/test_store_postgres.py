@@ -243,7 +243,7 @@ async def test_two_workers_claiming_at_once_never_share_an_instance(url: str) ->
         async def drain(store: Store, owner: str) -> list[str]:
             taken: list[str] = []
             while batch := await store.claim(owner, 7, 60.0):
-                taken.extend(batch)
+                taken.extend(stored.instance.id for stored in batch)
             return taken
 
         got = await asyncio.gather(

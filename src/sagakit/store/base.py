@@ -19,6 +19,9 @@ class StoredSaga:
 
     instance: Instance
     records: list[Record]
+    last_message: int = 0
+    """The id of the newest message in the instance's inbox (0: none), so that an engine
+    reads the inbox only when it holds something the log has not taken yet."""
 
 
 class Store(Protocol):
@@ -59,14 +62,15 @@ class Store(Protocol):
 
     async def claim(
         self, owner: str, limit: int, lease: float, *, due_only: bool = True
-    ) -> list[str]:
+    ) -> list[StoredSaga]:
         """Lease up to ``limit`` unfinished instances to ``owner`` for ``lease`` seconds.
 
         Only instances nobody holds (or whose lease has lapsed) are taken, and with
         ``due_only`` only those that are due: ``due_at`` has come, or the lease of whoever
         drove it lapsed (it died). Earliest due first. Two owners
         claiming at once never get the same instance (``FOR UPDATE SKIP LOCKED`` on
-        PostgreSQL). Returns the ids now held.
+        PostgreSQL). Returns the instances now held, each with its log, in the same
+        round trip: a worker drives what it claims, so a separate load would only repeat it.
         """
         ...
 
@@ -136,7 +140,7 @@ class StoreWrapper:
 
     async def claim(
         self, owner: str, limit: int, lease: float, *, due_only: bool = True
-    ) -> list[str]:
+    ) -> list[StoredSaga]:
         return await self.inner.claim(owner, limit, lease, due_only=due_only)
 
     async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:

@@ -14,7 +14,15 @@ from sagakit.store.watchers import Watchers
 class _Row:
     """The mutable current state of one instance (appends are hot, so no copying)."""
 
-    __slots__ = ("due_at", "instance", "lease_expires", "lease_owner", "status", "updated_at")
+    __slots__ = (
+        "due_at",
+        "instance",
+        "last_message",
+        "lease_expires",
+        "lease_owner",
+        "status",
+        "updated_at",
+    )
 
     def __init__(self, instance: Instance) -> None:
         self.instance = instance
@@ -23,6 +31,7 @@ class _Row:
         self.due_at = instance.due_at
         self.lease_owner = instance.lease_owner
         self.lease_expires = instance.lease_expires
+        self.last_message = 0
 
     def current(self) -> Instance:
         return self.instance._replace(
@@ -83,9 +92,7 @@ class MemoryStore:
 
     async def load(self, saga_id: str) -> StoredSaga | None:
         row = self._rows.get(saga_id)
-        if row is None:
-            return None
-        return StoredSaga(row.current(), list(self._logs[saga_id]))
+        return None if row is None else self._stored(saga_id, row)
 
     async def instances(
         self, status: SagaStatus | None = None, limit: int | None = None
@@ -99,7 +106,7 @@ class MemoryStore:
 
     async def claim(
         self, owner: str, limit: int, lease: float, *, due_only: bool = True
-    ) -> list[str]:
+    ) -> list[StoredSaga]:
         now = time.time()
         ready = [
             (row.due_at if row.due_at is not None else row.instance.created_at, saga_id)
@@ -109,7 +116,7 @@ class MemoryStore:
         taken = [saga_id for _, saga_id in sorted(ready)[:limit]]
         for saga_id in taken:
             self._lease(saga_id, owner, now + lease)
-        return taken
+        return [self._stored(saga_id, self._rows[saga_id]) for saga_id in taken]
 
     async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
         row = self._rows.get(saga_id)
@@ -147,6 +154,7 @@ class MemoryStore:
             raise UnknownSagaError(saga_id)
         message = Message(len(self._inbox) + 1, saga_id, name, payload, time.time())
         self._inbox.append(message)
+        row.last_message = message.id
         if row.status in UNFINISHED:
             row.due_at = min(row.due_at or message.at, message.at)
         self._watchers.wake(saga_id)
@@ -161,6 +169,9 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+    def _stored(self, saga_id: str, row: _Row) -> StoredSaga:
+        return StoredSaga(row.current(), list(self._logs[saga_id]), row.last_message)
 
     def _lease(self, saga_id: str, owner: str, until: float) -> None:
         row = self._rows[saga_id]

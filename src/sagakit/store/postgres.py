@@ -158,6 +158,14 @@ which writes took effect. A taken ``(saga_id, seq)`` fails the whole statement.
 
 _LOCK_IN_ORDER = "SELECT 1 FROM sagas WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 
+_TAKEN_ROW = ", ".join(f"s.{column}" for column in _ROW.split(", "))
+_WITH_LOGS = f"""
+SELECT {_TAKEN_ROW},
+    (SELECT coalesce(max(m.id), 0) FROM saga_inbox AS m WHERE m.saga_id = s.id),
+    l.seq, l.type, l.at, l.step, l.attempt, l.data
+FROM {{row}} AS s LEFT JOIN saga_log AS l ON l.saga_id = s.id"""
+"""Instances with their logs, a row per record (instance columns repeated), and the id of
+each one's newest message: what :class:`StoredSaga` holds, in one query."""
 _FREE = f"(lease_owner IS NULL OR lease_owner = $1 OR lease_expires <= {_NOW})"
 _CLAIM_ALL = f"""
 WITH picked AS (
@@ -168,9 +176,9 @@ WITH picked AS (
 ), taken AS (
     UPDATE sagas AS s SET lease_owner = $1, lease_expires = {_NOW} + $3, due_at = NULL
     FROM picked WHERE s.id = picked.id
-    RETURNING s.id, picked.rank
+    RETURNING {_TAKEN_ROW}, picked.rank
 )
-SELECT id FROM taken ORDER BY rank, id
+{_WITH_LOGS.format(row="taken")} ORDER BY s.rank, s.id, l.seq
 """
 """Everything unfinished nobody holds (``resume``): rare, so a scan is fine."""
 
@@ -189,9 +197,9 @@ WITH picked AS (
 ), taken AS (
     UPDATE sagas AS s SET lease_owner = $1, lease_expires = {_NOW} + $3, due_at = NULL
     FROM picked WHERE s.id = picked.id
-    RETURNING s.id, picked.rank
+    RETURNING {_TAKEN_ROW}, picked.rank
 )
-SELECT id FROM taken ORDER BY rank, id
+{_WITH_LOGS.format(row="taken")} ORDER BY s.rank, s.id, l.seq
 """
 
 
@@ -231,12 +239,7 @@ FROM message GROUP BY id, at
 """Locks the instance's row before the message takes its id, so one instance's messages
 commit in id order and a reader that resumes ``after`` the last id it saw misses none."""
 
-_LOAD = """
-SELECT s.id, s.name, s.version, s.status, s.created_at, s.updated_at, s.due_at,
-       s.lease_owner, s.lease_expires, l.seq, l.type, l.at, l.step, l.attempt, l.data
-FROM sagas AS s LEFT JOIN saga_log AS l ON l.saga_id = s.id
-WHERE s.id = $1 ORDER BY l.seq
-"""
+_LOAD = f"{_WITH_LOGS.format(row='sagas')} WHERE s.id = $1 ORDER BY l.seq"
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _DRIVER_ERRORS = (
     asyncpg.PostgresError,
@@ -396,10 +399,8 @@ class PostgresStore:
     async def load(self, saga_id: str) -> StoredSaga | None:
         with self._settings.translated():
             rows = await self._pool.fetch(_LOAD, saga_id)
-        if not rows:
-            return None
-        records = [_record(tuple(row)[9:]) for row in rows if row[9] is not None]
-        return StoredSaga(_instance(tuple(rows[0])[:9]), records)
+        found = _stored_sagas(rows)
+        return found[0] if found else None
 
     async def instances(
         self, status: SagaStatus | None = None, limit: int | None = None
@@ -419,9 +420,10 @@ class PostgresStore:
 
     async def claim(
         self, owner: str, limit: int, lease: float, *, due_only: bool = True
-    ) -> list[str]:
-        """One statement locks the rows it picks with ``FOR UPDATE SKIP LOCKED`` and leases
-        them, so concurrent claimers skip each other's picks instead of waiting."""
+    ) -> list[StoredSaga]:
+        """One statement locks the rows it picks with ``FOR UPDATE SKIP LOCKED``, leases
+        them and reads their logs, so concurrent claimers skip each other's picks instead of
+        waiting, and a worker needs no further round trip to start driving."""
         if not due_only:
             return await self._claim(_CLAIM_ALL, owner, limit, lease)
         taken = await self._claim(_CLAIM_DUE, owner, limit, lease)
@@ -429,10 +431,10 @@ class PostgresStore:
             taken += await self._claim(_CLAIM_LAPSED, owner, limit - len(taken), lease)
         return taken
 
-    async def _claim(self, sql: str, owner: str, limit: int, lease: float) -> list[str]:
+    async def _claim(self, sql: str, owner: str, limit: int, lease: float) -> list[StoredSaga]:
         with self._settings.translated():
             rows = await self._pool.fetch(sql, owner, limit, lease)
-        return [row[0] for row in rows]
+        return _stored_sagas(rows)
 
     async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
         with self._settings.translated():
@@ -719,6 +721,18 @@ def _refuse_newer(found: int, settings: Settings) -> None:
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     """Pool reset that sends nothing: sagakit leaves no session state behind, and asyncpg
     still rolls back an unfinished transaction. Saves a round trip on every release."""
+
+
+def _stored_sagas(rows: Sequence[asyncpg.Record]) -> list[StoredSaga]:
+    """Rows of :data:`_WITH_LOGS`, grouped by instance (each instance's rows are adjacent)."""
+    found: list[StoredSaga] = []
+    for row in rows:
+        values = tuple(row)
+        if not found or found[-1].instance.id != values[0]:
+            found.append(StoredSaga(_instance(values[:9]), [], values[9]))
+        if values[10] is not None:  # an instance without records joins one row of NULLs
+            found[-1].records.append(_record(values[10:]))
+    return found
 
 
 def _record(row: tuple[Any, ...]) -> Record:

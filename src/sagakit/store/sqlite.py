@@ -186,18 +186,7 @@ class SqliteStore:
             self._watchers.wake(saga_id)
 
     async def load(self, saga_id: str) -> StoredSaga | None:
-        def read(conn: sqlite3.Connection) -> StoredSaga | None:
-            row = conn.execute("SELECT * FROM sagas WHERE id = ?", (saga_id,)).fetchone()
-            if row is None:
-                return None
-            log = conn.execute(
-                "SELECT seq, type, at, step, attempt, data FROM saga_log"
-                " WHERE saga_id = ? ORDER BY seq",
-                (saga_id,),
-            ).fetchall()
-            return StoredSaga(_instance(row), [_record(r) for r in log])
-
-        return self._guarded(read)
+        return self._guarded(lambda conn: _load(conn, saga_id))
 
     async def instances(
         self, status: SagaStatus | None = None, limit: int | None = None
@@ -216,14 +205,14 @@ class SqliteStore:
 
     async def claim(
         self, owner: str, limit: int, lease: float, *, due_only: bool = True
-    ) -> list[str]:
+    ) -> list[StoredSaga]:
         due = f"AND {_DUE}" if due_only else ""
         select = (
             f"SELECT id FROM sagas WHERE {_CLAIMABLE} {due}"
             " ORDER BY coalesce(due_at, lease_expires, created_at) LIMIT :limit"
         )
 
-        def claim(conn: sqlite3.Connection) -> list[str]:
+        def claim(conn: sqlite3.Connection) -> list[StoredSaga]:
             now = time.time()
             params = {"owner": owner, "now": now, "limit": limit}
             ids = [saga_id for (saga_id,) in conn.execute(select, params)]
@@ -231,9 +220,9 @@ class SqliteStore:
                 "UPDATE sagas SET lease_owner = ?, lease_expires = ?, due_at = NULL WHERE id = ?",
                 [(owner, now + lease, saga_id) for saga_id in ids],
             )
-            return ids
+            return [stored for saga_id in ids if (stored := _load(conn, saga_id)) is not None]
 
-        taken: list[str] = await self._write(_Do(claim))
+        taken: list[StoredSaga] = await self._write(_Do(claim))
         return taken
 
     async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
@@ -467,6 +456,20 @@ def _one_by_one(conn: sqlite3.Connection, writes: list[_Write]) -> list[tuple[bo
 
 def _rows(saga_id: str, records: Sequence[Record]) -> list[tuple[Any, ...]]:
     return [(saga_id, r.seq, r.type.value, r.at, r.step, r.attempt, r.data) for r in records]
+
+
+def _load(conn: sqlite3.Connection, saga_id: str) -> StoredSaga | None:
+    row = conn.execute("SELECT * FROM sagas WHERE id = ?", (saga_id,)).fetchone()
+    if row is None:
+        return None
+    log = conn.execute(
+        "SELECT seq, type, at, step, attempt, data FROM saga_log WHERE saga_id = ? ORDER BY seq",
+        (saga_id,),
+    ).fetchall()
+    (last_message,) = conn.execute(
+        "SELECT coalesce(max(id), 0) FROM saga_inbox WHERE saga_id = ?", (saga_id,)
+    ).fetchone()
+    return StoredSaga(_instance(row), [_record(r) for r in log], last_message)
 
 
 def _record(row: tuple[Any, ...]) -> Record:

@@ -25,7 +25,7 @@ from sagakit.log import Instance, Record, RecordType, SagaStatus
 from sagakit.policies import Retry
 from sagakit.saga import Saga
 from sagakit.state import SagaState
-from sagakit.store.base import ANY_INSTANCE, Store
+from sagakit.store.base import ANY_INSTANCE, Store, StoredSaga
 
 
 def instance(saga_id: str, status: SagaStatus = SagaStatus.RUNNING, at: float = 0.0) -> Instance:
@@ -42,6 +42,10 @@ def step_record(
     seq: int, kind: RecordType = RecordType.STEP_STARTED, data: str | None = None
 ) -> Record:
     return Record(seq, kind, time.time(), "charge", seq, data)
+
+
+def ids(claimed: list[StoredSaga]) -> list[str]:
+    return [stored.instance.id for stored in claimed]
 
 
 class StoreContract:
@@ -228,27 +232,45 @@ class SchedulingContract:
             ("done", SagaStatus.COMPLETED, now - 9),
         ]:
             await store.create(instance(saga_id, status)._replace(due_at=due), [started()])
-        assert await store.claim("w1", 10, 30.0) == ["early", "late"]
-        assert await store.claim("w2", 10, 30.0) == []
-        assert sorted(await store.claim("w2", 10, 30.0, due_only=False)) == ["future", "idle"]
+        assert ids(await store.claim("w1", 10, 30.0)) == ["early", "late"]
+        assert ids(await store.claim("w2", 10, 30.0)) == []
+        assert sorted(ids(await store.claim("w2", 10, 30.0, due_only=False))) == ["future", "idle"]
+
+    async def test_claim_returns_each_instance_as_load_would(self, store: Store) -> None:
+        """A worker drives what it claims without loading it again, so the claim must
+        return the whole log, the lease just taken and the newest message's id."""
+        past = time.time() - 1
+        log = [started(), step_record(1), step_record(2, RecordType.STEP_SUCCEEDED, '{"a":1}')]
+        await store.create(instance("quiet")._replace(due_at=past - 1), log[:1])
+        await store.create(instance("busy")._replace(due_at=past), log[:1])
+        await store.append("busy", log[1:], SagaStatus.RUNNING)
+        await store.send("busy", "first", "1")
+        newest = await store.send("busy", "second", "2")
+        claimed = await store.claim("w1", 10, 30.0)
+        assert ids(claimed) == ["quiet", "busy"]
+        quiet, busy = claimed
+        assert (quiet.records, quiet.last_message) == (log[:1], 0)
+        assert (busy.records, busy.last_message) == (log, newest.id)
+        assert busy.instance.lease_owner == "w1"
+        assert busy == await store.load("busy")
 
     async def test_claim_respects_the_limit(self, store: Store) -> None:
         for i in range(5):
             await store.create(instance(f"d{i}")._replace(due_at=time.time() - 10 + i), [started()])
-        assert await store.claim("w1", 2, 30.0) == ["d0", "d1"]
+        assert ids(await store.claim("w1", 2, 30.0)) == ["d0", "d1"]
 
     async def test_concurrent_claims_never_share_an_instance(self, store: Store) -> None:
         past = time.time() - 1
         for i in range(40):
             await store.create(instance(f"c{i}")._replace(due_at=past), [started()])
         batches = await asyncio.gather(*(store.claim(f"w{i}", 7, 30.0) for i in range(8)))
-        taken = [saga_id for batch in batches for saga_id in batch]
+        taken = [saga_id for batch in batches for saga_id in ids(batch)]
         assert sorted(taken) == sorted(f"c{i}" for i in range(40))
 
     async def test_a_lapsed_lease_makes_the_instance_due_for_others(self, store: Store) -> None:
         await store.create(instance("x")._replace(due_at=time.time() - 1), [started()])
-        assert await store.claim("dead", 1, 0.0) == ["x"]  # a lease that lapses at once
-        assert await store.claim("alive", 1, 30.0) == ["x"]
+        assert ids(await store.claim("dead", 1, 0.0)) == ["x"]  # a lease that lapses at once
+        assert ids(await store.claim("alive", 1, 30.0)) == ["x"]
         assert await store.renew("dead", ["x"], 30.0) == []
         assert await store.renew("alive", ["x"], 30.0) == ["x"]
         loaded = await store.load("x")
@@ -256,22 +278,22 @@ class SchedulingContract:
 
     async def test_release_sets_when_the_instance_is_due_again(self, store: Store) -> None:
         await store.create(instance("r")._replace(due_at=time.time() - 1), [started()])
-        assert await store.claim("w1", 1, 30.0) == ["r"]
+        assert ids(await store.claim("w1", 1, 30.0)) == ["r"]
         await store.release("w1", "r", time.time() + 60)
-        assert await store.claim("w2", 1, 30.0) == []
+        assert ids(await store.claim("w2", 1, 30.0)) == []
         assert await store.acquire("w2", "r", 30.0)
         await store.release("w2", "r", time.time() - 1)
-        assert await store.claim("w3", 1, 30.0) == ["r"]
+        assert ids(await store.claim("w3", 1, 30.0)) == ["r"]
         await store.release("someone-else", "r", None)  # not the holder: no effect
         loaded = await store.load("r")
         assert loaded is not None and loaded.instance.lease_owner == "w3"
 
     async def test_a_message_sent_while_held_survives_the_release(self, store: Store) -> None:
         await store.create(instance("h")._replace(due_at=time.time() - 1), [started()])
-        assert await store.claim("w1", 1, 30.0) == ["h"]
+        assert ids(await store.claim("w1", 1, 30.0)) == ["h"]
         await store.send("h", "stock_confirmed", "true")  # while w1 holds it
         await store.release("w1", "h", None)  # w1 goes to wait for a message
-        assert await store.claim("w2", 1, 30.0) == ["h"]  # due now: the message is there
+        assert ids(await store.claim("w2", 1, 30.0)) == ["h"]  # due now: the message is there
 
     async def test_acquire_takes_only_a_free_instance_of_any_status(self, store: Store) -> None:
         await store.create(instance("t", SagaStatus.NEEDS_ATTENTION), [started()])
@@ -282,12 +304,12 @@ class SchedulingContract:
 
     async def test_a_terminal_append_releases_the_lease(self, store: Store) -> None:
         await store.create(instance("f")._replace(due_at=time.time() - 1), [started()])
-        assert await store.claim("w1", 1, 30.0) == ["f"]
+        assert ids(await store.claim("w1", 1, 30.0)) == ["f"]
         await store.append("f", [step_record(1, RecordType.SAGA_COMPLETED)], SagaStatus.COMPLETED)
         loaded = await store.load("f")
         assert loaded is not None
         assert (loaded.instance.lease_owner, loaded.instance.due_at) == (None, None)
-        assert await store.claim("w2", 1, 30.0, due_only=False) == []
+        assert ids(await store.claim("w2", 1, 30.0, due_only=False)) == []
 
     async def test_send_queues_messages_and_wakes_the_instance(self, store: Store) -> None:
         await store.create(instance("m"), [started()])
@@ -299,7 +321,7 @@ class SchedulingContract:
             ("sagakit.cancel", '{"by":"ops"}'),
         ]
         assert [m.name for m in await store.messages("m", after=first.id)] == ["sagakit.cancel"]
-        assert await store.claim("w1", 1, 30.0) == ["m"]
+        assert ids(await store.claim("w1", 1, 30.0)) == ["m"]
         with pytest.raises(UnknownSagaError):
             await store.send("ghost", "x", "null")
 
