@@ -21,12 +21,15 @@ from sagakit import SagaStatus, SchemaVersionError, StoreError, open_store
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import RecordType
 from sagakit.store import Store
+from sagakit.store.base import ANY_INSTANCE
 from sagakit.store.postgres import (
     SCHEMA_VERSION,
+    WORK_CHANNEL,
     PostgresStore,
     _Append,
     _Create,
     commit_batch,
+    flushers,
     migrate,
 )
 from sagakit.testing.store_contract import (
@@ -168,6 +171,7 @@ async def test_a_lost_listener_wakes_its_waiters_and_is_replaced(
     assert isinstance(watcher, PostgresStore)
     try:
         await writer.create(instance("l"), [started()])
+        await watcher.changed("l", 60.0)  # starts listening, and returns: it heard nothing yet
         waiting = asyncio.ensure_future(watcher.changed("l", 60.0))
         await asyncio.sleep(0)
         assert watcher._listener is not None
@@ -192,12 +196,44 @@ async def test_a_running_append_of_another_store_does_not_notify(url: str) -> No
     try:
         saga_id = uuid.uuid4().hex  # the channel is database-wide: no other test's id
         await writer.create(instance(saga_id), [started()])
+        await watcher.changed(saga_id, 0.3)  # starts listening, and returns at once
         waiting = asyncio.ensure_future(watcher.changed(saga_id, 0.3))
         await asyncio.sleep(0)
         started_at = time.monotonic()
         await writer.append(saga_id, [step_record(1)], SagaStatus.RUNNING)
         await waiting
         assert time.monotonic() - started_at >= 0.25
+    finally:
+        await watcher.close()
+        await writer.close()
+
+
+async def test_workers_hear_of_new_work_but_not_of_every_status_change(url: str) -> None:
+    """A worker waiting for work listens on a channel of its own: on the shared one every
+    worker process was woken by every status change of every saga."""
+    watcher, writer = await open_store(url), await open_store(url)
+    assert isinstance(watcher, PostgresStore)
+    heard: list[tuple[str, object]] = []
+
+    def hear(conn: object, pid: int, channel: str, payload: object) -> None:
+        heard.append((channel, payload))
+        PostgresStore._on_notify(watcher, conn, pid, channel, payload)
+
+    watcher._on_notify = hear  # type: ignore[method-assign]
+    try:
+        await watcher.changed(ANY_INSTANCE, 60.0)  # starts listening
+        finished = uuid.uuid4().hex  # the channels are database-wide: no other test's id
+        await writer.create(instance(finished), [started()])
+        await writer.append(
+            finished, [step_record(1, RecordType.SAGA_COMPLETED)], SagaStatus.COMPLETED
+        )
+        waiting = asyncio.ensure_future(watcher.changed(ANY_INSTANCE, 60.0))
+        await asyncio.sleep(0)
+        await writer.create(instance(uuid.uuid4().hex)._replace(due_at=time.time()), [started()])
+        async with asyncio.timeout(10):
+            await waiting
+        assert (WORK_CHANNEL, ANY_INSTANCE) in heard
+        assert all(payload != finished for _, payload in heard)  # committed first: not heard
     finally:
         await watcher.close()
         await writer.close()
@@ -301,7 +337,7 @@ async def test_postgres_scheme_and_pool_parameter_are_accepted(schema: str) -> N
     store = await open_store(url)
     try:
         assert isinstance(store, PostgresStore)
-        assert store._pool.get_max_size() == 3
+        assert store._pool.get_max_size() + flushers(3) == 3  # the writers' own come out of it
         await store.create(instance("p"), [started()])
         assert [i.id for i in await store.instances()] == ["p"]
     finally:
