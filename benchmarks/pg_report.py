@@ -410,11 +410,11 @@ def _md_row(cells: tuple[str, ...]) -> str:
 HOW_TO_READ = """### How to read the PostgreSQL figures
 
 A row of the throughput table is a fleet of worker processes on one path: each worker
-claims due sagas (`FOR UPDATE SKIP LOCKED`), loads each one's log, drives it with every
-transition group-committed to PostgreSQL before the next action, and takes more as slots
-free up. *Concurrency* is how many sagas one worker drives at once; concurrency 1 is the
-sequential case. The figure includes starting the sagas, claiming, loading and every
-commit, on one machine whose cores PostgreSQL and every process share: *CPU ms/saga* is
+claims due sagas (`FOR UPDATE SKIP LOCKED`, the same statement returning each one's log),
+drives each with every transition group-committed to PostgreSQL before the next action,
+and takes more as slots free up. *Concurrency* is how many sagas one worker drives at once;
+concurrency 1 is the sequential case. The figure includes starting the sagas, claiming and
+every commit, on one machine whose cores PostgreSQL and every process share: *CPU ms/saga* is
 where the cores' time went during the median run (worker processes, all PostgreSQL server
 processes, this bench process, from `/proc`), and *Cores busy* is their sum over the
 machine's capacity; a row far below 100 % is waiting on round trips or on a serial step,

@@ -12,9 +12,11 @@ own savepoint, so only the conflicting write fails.
 Leases and due times are compared with the *database's* clock, so workers on machines whose
 clocks drift apart still agree on when a lease has lapsed.
 
-``changed`` listens on one dedicated connection (``LISTEN sagakit_changes``). A status
-change (a trigger on ``sagas``), a message and a release notify in the same transaction;
-plain ``running`` appends, the hot path, do not, and wake only this store's own waiters.
+``changed`` listens on one dedicated connection, opened at the first wait, on the channels
+someone waits on: ``sagakit_changes`` for one instance (a status change, by a trigger on
+``sagas``, a message and a release notify in the same transaction; plain ``running``
+appends, the hot path, do not, and wake only this store's own waiters) and ``sagakit_work``
+for new due work (what idle workers wait for).
 """
 
 from __future__ import annotations
@@ -379,7 +381,7 @@ class PostgresStore:
 
     @classmethod
     async def open(cls, url: str, *, create: bool = True) -> PostgresStore:
-        """Connect, migrate the schema if it is new or older, and start listening.
+        """Connect and migrate the schema if it is new or older.
 
         A schema newer than this code is refused with :class:`SchemaVersionError` before
         anything is written; with ``create=False`` a schema without a saga log is a
