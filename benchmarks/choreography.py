@@ -30,12 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sagakit.bus import Backoff, Delivery, MemoryBroker, open_broker
-from sagakit.bus.backend import BrokerBackend
+from sagakit.bus import Backoff, BrokerBackend, Delivery, Event, MemoryBroker, open_broker
+from sagakit.choreography import Service, Transaction
 from sagakit.errors import BrokerError
-from sagakit.events import Event
-from sagakit.service import Service, Transaction
-from sagakit.testing.streams import delete_stream
+from sagakit.testing import delete_stream
 
 if TYPE_CHECKING:
     from benchmarks.suite import Settings

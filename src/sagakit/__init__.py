@@ -1,17 +1,27 @@
 """sagakit: sagas for Python, with a durable saga log, crash recovery and operator tools."""
 
-from sagakit.bus import Broker, MemoryBroker, open_broker
-from sagakit.choreography import Choreography, ChoreographyStep
-from sagakit.client import Client
-from sagakit.context import CompensationContext, Results, StepContext
-from sagakit.engine import Engine, Outcome, SagaResult, idempotency_key
+from sagakit._retry import Retry
+from sagakit.bus import Broker, Event, MemoryBroker, open_broker
+from sagakit.choreography import (
+    Choreography,
+    ChoreographyStep,
+    LocalDatabase,
+    Relay,
+    Service,
+    SqliteDatabase,
+    Tracker,
+    Transaction,
+)
 from sagakit.errors import (
+    AppReferenceError,
     BrokerConnectionError,
     BrokerError,
+    BrokerNameError,
     CompensationImpossible,
     ConcurrentUpdateError,
     LocalDatabaseError,
     MalformedEventError,
+    MissingBrokerDriverError,
     OperatorActionError,
     ResultTimeoutError,
     SagaDeadlineError,
@@ -25,24 +35,30 @@ from sagakit.errors import (
     StoreError,
     UnknownSagaError,
     UnregisteredSagaError,
+    UnsupportedBrokerError,
     UnsupportedDatabaseError,
 )
-from sagakit.events import Event
-from sagakit.log import RecordType, SagaStatus, StepStatus
-from sagakit.outbox import LocalDatabase, SqliteDatabase
-from sagakit.policies import Retry
-from sagakit.relay import Relay
-from sagakit.saga import Saga, Step, StepKind
-from sagakit.service import Service, Transaction
-from sagakit.state import SagaState
+from sagakit.log import RecordType, Results, SagaState, SagaStatus, StepKind, StepStatus
+from sagakit.orchestration import (
+    Client,
+    CompensationContext,
+    Engine,
+    Outcome,
+    Saga,
+    SagaResult,
+    Step,
+    StepContext,
+    Worker,
+    idempotency_key,
+)
 from sagakit.store import MemoryStore, Store, open_store
-from sagakit.tracker import Tracker
-from sagakit.worker import Worker
 
 __all__ = [
+    "AppReferenceError",
     "Broker",
     "BrokerConnectionError",
     "BrokerError",
+    "BrokerNameError",
     "Choreography",
     "ChoreographyStep",
     "Client",
@@ -56,6 +72,7 @@ __all__ = [
     "MalformedEventError",
     "MemoryBroker",
     "MemoryStore",
+    "MissingBrokerDriverError",
     "OperatorActionError",
     "Outcome",
     "RecordType",
@@ -87,6 +104,7 @@ __all__ = [
     "Transaction",
     "UnknownSagaError",
     "UnregisteredSagaError",
+    "UnsupportedBrokerError",
     "UnsupportedDatabaseError",
     "Worker",
     "idempotency_key",

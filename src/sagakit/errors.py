@@ -13,6 +13,7 @@
     ├── SignalTimeoutError         a step's wait for a message timed out
     ├── OperatorActionError        retry / resolve / cancel does not fit the saga's state
     ├── ResultTimeoutError         the outcome was not there within the caller's timeout
+    ├── AppReferenceError          ``--app`` does not lead to saga definitions
     ├── StoreError                 the saga log cannot be used
     │   ├── UnsupportedDatabaseError   the --db URL names a scheme we do not support
     │   ├── SchemaVersionError         the database was made by a newer sagakit
@@ -101,6 +102,10 @@ class UnregisteredSagaError(SagakitError):
         )
         self.name = name
         self.version = version
+
+
+class AppReferenceError(SagakitError):
+    """``--app`` does not lead to saga definitions; the message says which part is wrong."""
 
 
 class StoreError(SagakitError):

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sagakit.bus import Broker, MemoryBroker
-from sagakit.testing.broker_contract import BrokerContract, BrokerFactory
+from sagakit.testing import BrokerContract, BrokerFactory
 
 
 class TestMemoryBroker(BrokerContract):

@@ -10,7 +10,7 @@ import pytest
 from sagakit.bus import Backoff, Broker, open_broker
 from sagakit.bus.nats_jetstream import NatsJetStreamBroker, jetstream_names, subject
 from sagakit.errors import BrokerConnectionError
-from sagakit.testing.broker_contract import BrokerContract, BrokerFactory
+from sagakit.testing import BrokerContract, BrokerFactory
 
 URL = os.environ.get("SAGAKIT_NATS_URL", "nats://127.0.0.1:4222")
 

@@ -11,7 +11,7 @@ from aio_pika import Message
 from sagakit.bus import Backoff, Broker, open_broker
 from sagakit.bus.rabbitmq import RabbitMQBroker, exchange_name
 from sagakit.errors import BrokerConnectionError
-from sagakit.testing.broker_contract import GROUPS, BrokerContract, BrokerFactory
+from sagakit.testing import GROUPS, BrokerContract, BrokerFactory
 
 URL = os.environ.get("SAGAKIT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 

@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from sagakit.bus import Backoff, Broker, open_broker
+from sagakit.bus import Backoff, Broker, Event, open_broker
 from sagakit.bus.redis_streams import RedisStreamsBroker, dead_key, stream_key
 from sagakit.errors import BrokerConnectionError
-from sagakit.events import Event
-from sagakit.testing.broker_contract import BrokerContract, BrokerFactory, Recorder, events
+from sagakit.testing import BrokerContract, BrokerFactory, Recorder, events
 
 URL = os.environ.get("SAGAKIT_REDIS_URL", "redis://127.0.0.1:6379/0")
 

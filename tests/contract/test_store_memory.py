@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sagakit.store import MemoryStore, Store
-from sagakit.testing.store_contract import SchedulingContract, StoreContract
+from sagakit.testing import SchedulingContract, StoreContract
 
 
 class TestMemoryStore(StoreContract, SchedulingContract):

@@ -21,7 +21,7 @@ from sagakit import SagaStatus, SchemaVersionError, StoreError, open_store
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import RecordType
 from sagakit.store import Store
-from sagakit.store.base import ANY_INSTANCE
+from sagakit.store._base import ANY_INSTANCE
 from sagakit.store.postgres import (
     SCHEMA_VERSION,
     WORK_CHANNEL,
@@ -32,13 +32,7 @@ from sagakit.store.postgres import (
     flushers,
     migrate,
 )
-from sagakit.testing.store_contract import (
-    SchedulingContract,
-    StoreContract,
-    instance,
-    started,
-    step_record,
-)
+from sagakit.testing import SchedulingContract, StoreContract, instance, started, step_record
 
 SERVER = os.environ.get("SAGAKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

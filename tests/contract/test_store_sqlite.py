@@ -12,13 +12,7 @@ import pytest
 from sagakit import SagaStatus, SchemaVersionError, StoreError, UnsupportedDatabaseError, open_store
 from sagakit.store import Store
 from sagakit.store.sqlite import SCHEMA_VERSION, SqliteStore
-from sagakit.testing.store_contract import (
-    SchedulingContract,
-    StoreContract,
-    instance,
-    started,
-    step_record,
-)
+from sagakit.testing import SchedulingContract, StoreContract, instance, started, step_record
 
 
 class TestSqliteStore(StoreContract, SchedulingContract):

@@ -36,10 +36,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from sagakit import Engine, Retry, Saga, SagaResult, SagaStatus, Step, Store, open_store
-from sagakit.context import CompensationContext, StepContext
-from sagakit.examples.order import build_order_saga, open_services
+from sagakit.demo import build_order_saga, open_services
 from sagakit.log import Instance, Record
-from sagakit.store.base import StoreWrapper
+from sagakit.orchestration import CompensationContext, StepContext
+from sagakit.store import StoreWrapper
 
 EMAIL_RETRY = Retry(attempts=None, backoff=0.01, max_backoff=0.05, jitter=0.0)
 """Short, so the retried e-mail costs the suite milliseconds, yet still goes through a due time."""

@@ -32,8 +32,8 @@ import pytest
 
 from conftest import SagaLogs
 from sagakit import Engine, SagaState, SagaStatus, idempotency_key, open_store
-from sagakit.examples.order import OrderServices, open_services, order_input
-from sagakit.examples.order.saga import SERVICES_ENV
+from sagakit.demo import OrderServices, open_services, order_input
+from sagakit.demo._saga import SERVICES_ENV
 from sagakit.log import RecordType
 
 REPO = Path(__file__).resolve().parents[2]
@@ -358,7 +358,7 @@ def test_the_cli_worker_is_a_valid_restart(tmp_path: Path) -> None:
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert world.state(scenario.saga_id).status is SagaStatus.RUNNING
 
-    app = "sagakit.examples.order.saga:from_environment"
+    app = "sagakit.demo:from_environment"
     worker = subprocess.run(
         [str(_sagakit_cli()), "worker", "--once", "--app", app, "--db", world.db],
         cwd=REPO,

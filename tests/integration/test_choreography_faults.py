@@ -39,11 +39,9 @@ import pytest
 from private_brokers import SERVERS, PrivateNats, PrivateServer
 
 from sagakit import SagaState, SagaStatus, open_store
-from sagakit.bus import Delivery, open_broker
-from sagakit.bus.backend import BrokerBackend
-from sagakit.codec import decode
-from sagakit.events import Event
-from sagakit.examples.order.choreography import (
+from sagakit.bus import BrokerBackend, Delivery, Event, open_broker
+from sagakit.choreography import SqliteDatabase, Tracker
+from sagakit.demo._choreography import (
     ORDER_CHOREOGRAPHY,
     ORDERS_SCHEMA,
     SERVICES,
@@ -55,10 +53,9 @@ from sagakit.examples.order.choreography import (
     decline_cards,
     place_orders,
 )
-from sagakit.examples.order.processes import ServiceProcess
-from sagakit.outbox import SqliteDatabase
+from sagakit.demo.processes import ServiceProcess
+from sagakit.log._codec import decode
 from sagakit.store import Store
-from sagakit.tracker import Tracker
 
 ORDERS = 500
 WAIT = 60.0

@@ -209,7 +209,7 @@ def test_an_invalid_status_lists_the_valid_ones(db: str) -> None:
     [
         ("no_such_module_at_all:saga", "cannot import module 'no_such_module_at_all'"),
         ("sagakit:no_such_attribute", "module 'sagakit' has no attribute 'no_such_attribute'"),
-        ("sagakit.log:UNFINISHED", "not a Saga"),
+        ("sagakit.orchestration._plan:CANCEL", "not a Saga"),
         ("json:dumps", "calling json:dumps failed: TypeError"),
         ("sagakit", "--app must look like module:attribute"),
     ],

@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sagakit.bus import DeadLetter, Handler, MemoryBroker, Subscription
+from sagakit.bus import DeadLetter, Event, Handler, MemoryBroker, Subscription
 from sagakit.errors import BrokerConnectionError
-from sagakit.events import Event
 
 WAIT = 10.0
 """Seconds any awaited condition may take before the test fails."""

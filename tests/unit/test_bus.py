@@ -12,10 +12,19 @@ from collections.abc import Sequence
 
 import pytest
 
-from sagakit.bus import Backoff, BrokerBackend, DeadLetter, Delivery, MemoryBroker, open_broker
-from sagakit.bus.backend import redact
-from sagakit.bus.base import check_name
-from sagakit.bus.consumer import Incoming, Receiver, Subscription
+from sagakit.bus import (
+    Backoff,
+    BrokerBackend,
+    DeadLetter,
+    Delivery,
+    Event,
+    MemoryBroker,
+    Subscription,
+    open_broker,
+)
+from sagakit.bus._backend import redact
+from sagakit.bus._base import check_name
+from sagakit.bus._consumer import Incoming, Receiver
 from sagakit.errors import (
     BrokerConnectionError,
     BrokerError,
@@ -23,7 +32,6 @@ from sagakit.errors import (
     MissingBrokerDriverError,
     UnsupportedBrokerError,
 )
-from sagakit.events import Event
 
 QUICK = Backoff(attempts=3, first=0.001, cap=0.002)
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from sagakit.choreography import Choreography, ChoreographyStep, Outcome, Role
+from sagakit.choreography import Choreography, ChoreographyStep, Outcome
+from sagakit.choreography._definition import Role
 from sagakit.errors import SagaDefinitionError
 
 

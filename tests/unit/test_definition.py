@@ -16,8 +16,8 @@ from sagakit import (
     StepContext,
     StepKind,
 )
-from sagakit.context import CompensationContext
-from sagakit.policies import COMPENSATION_RETRY, FOREVER, NO_RETRY
+from sagakit._retry import COMPENSATION_RETRY, FOREVER, NO_RETRY
+from sagakit.orchestration import CompensationContext
 
 
 async def act(ctx: StepContext) -> None:

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sagakit.bus import Event
+from sagakit.bus._event import FIELDS, SCHEMA_VERSION
 from sagakit.errors import MalformedEventError
-from sagakit.events import FIELDS, SCHEMA_VERSION, Event
 
 
 def wire(**changes: Any) -> bytes:

@@ -12,10 +12,9 @@ import pytest
 from choreography_fakes import eventually, running
 
 from sagakit import MemoryStore, SagaState, SagaStatus
-from sagakit.bus import MemoryBroker
-from sagakit.codec import decode
-from sagakit.events import Event
-from sagakit.examples.order.choreography import (
+from sagakit.bus import Event, MemoryBroker
+from sagakit.choreography import Service, Tracker
+from sagakit.demo._choreography import (
     ORDER_CHOREOGRAPHY,
     SERVICES,
     STREAM,
@@ -27,8 +26,7 @@ from sagakit.examples.order.choreography import (
     free_stock,
     place_orders,
 )
-from sagakit.service import Service
-from sagakit.tracker import Tracker
+from sagakit.log._codec import decode
 
 
 @dataclass

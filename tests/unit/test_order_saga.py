@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sagakit import Engine, MemoryStore, Retry, Saga, SagaStatus, idempotency_key
-from sagakit.examples.order import OrderServices, build_order_saga, open_services
+from sagakit.demo import OrderServices, build_order_saga, open_services
 
 FAST = Retry(attempts=None, backoff=0.001, max_backoff=0.01)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sagakit import CompensationImpossible
-from sagakit.examples.order import (
+from sagakit.demo import (
     CardDeclined,
     EmailService,
     InsufficientPoints,
@@ -23,7 +23,7 @@ from sagakit.examples.order import (
     ShippingService,
     open_services,
 )
-from sagakit.examples.order.ledger import Call, KeyReusedError, Ledger
+from sagakit.demo._ledger import Call, KeyReusedError, Ledger
 
 TODAY = date(2025, 3, 1)
 

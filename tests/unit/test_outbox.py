@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 from choreography_fakes import WAIT, FlakyBroker, eventually, running
 
-from sagakit.bus import Backoff, Delivery, MemoryBroker
+from sagakit.bus import Backoff, Delivery, Event, MemoryBroker
+from sagakit.choreography import Relay, SqliteDatabase
 from sagakit.errors import BrokerNameError, LocalDatabaseError
-from sagakit.events import Event
-from sagakit.outbox import SqliteDatabase
-from sagakit.relay import Relay
 
 FAST = Backoff(attempts=1, first=0.05, cap=0.05)
 

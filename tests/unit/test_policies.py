@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sagakit import Retry
-from sagakit.policies import COMPENSATION_RETRY, FOREVER, NO_RETRY
+from sagakit._retry import COMPENSATION_RETRY, FOREVER, NO_RETRY
 
 
 @pytest.mark.parametrize(

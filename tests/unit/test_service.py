@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from choreography_fakes import FlakyBroker, eventually, running
 
-from sagakit.bus import Delivery, MemoryBroker
+from sagakit.bus import Delivery, Event, MemoryBroker
+from sagakit.choreography import Service, Transaction
 from sagakit.errors import MalformedEventError, ServiceDefinitionError
-from sagakit.events import Event
-from sagakit.service import Service, Transaction
 
 TABLES = "CREATE TABLE IF NOT EXISTS charges (order_id TEXT NOT NULL);"
 

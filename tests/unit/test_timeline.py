@@ -7,8 +7,8 @@ from typing import Any
 from rich.console import Console
 
 from sagakit import CompensationImpossible, Engine, MemoryStore, Retry, Saga, SagaState
-from sagakit.context import CompensationContext, StepContext
-from sagakit.timeline import render_timeline
+from sagakit._timeline import render_timeline
+from sagakit.orchestration import CompensationContext, StepContext
 
 
 def render(state: SagaState, width: int = 100) -> str:

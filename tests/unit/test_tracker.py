@@ -10,13 +10,12 @@ import pytest
 from choreography_fakes import eventually, running
 
 from sagakit import MemoryStore, SagaState, SagaStatus, StepStatus
-from sagakit.bus import MemoryBroker
-from sagakit.choreography import Choreography, ChoreographyStep
-from sagakit.codec import decode
+from sagakit.bus import Event, MemoryBroker
+from sagakit.choreography import Choreography, ChoreographyStep, Tracker
+from sagakit.choreography._tracker import LEASE_OWNER
 from sagakit.errors import ConcurrentUpdateError, SagaDefinitionError
-from sagakit.events import Event
 from sagakit.log import RecordType
-from sagakit.tracker import LEASE_OWNER, Tracker
+from sagakit.log._codec import decode
 
 FLOW = Choreography(
     "order_flow",

@@ -14,9 +14,10 @@ URL                                            broker                  extra
 
 from __future__ import annotations
 
-from sagakit.bus.backend import Backoff, BrokerBackend, redact
-from sagakit.bus.base import Broker, DeadLetter, Delivery, Handler
-from sagakit.bus.consumer import Subscription
+from sagakit.bus._backend import Backoff, BrokerBackend, redact
+from sagakit.bus._base import Broker, DeadLetter, Delivery, Handler
+from sagakit.bus._consumer import Subscription
+from sagakit.bus._event import Event
 from sagakit.bus.memory import MemoryBroker
 from sagakit.errors import UnsupportedBrokerError
 
@@ -27,6 +28,7 @@ __all__ = [
     "BrokerBackend",
     "DeadLetter",
     "Delivery",
+    "Event",
     "Handler",
     "MemoryBroker",
     "Subscription",

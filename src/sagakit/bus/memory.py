@@ -15,9 +15,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sagakit.bus.backend import Backoff, BrokerBackend
-from sagakit.bus.base import DeadLetter
-from sagakit.bus.consumer import Incoming, Receiver
+from sagakit.bus._backend import Backoff, BrokerBackend
+from sagakit.bus._base import DeadLetter
+from sagakit.bus._consumer import Incoming, Receiver
 
 
 @dataclass

@@ -23,9 +23,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from sagakit.bus.backend import BrokerBackend
-from sagakit.bus.base import DeadLetter
-from sagakit.bus.consumer import Incoming, Receiver
+from sagakit.bus._backend import BrokerBackend
+from sagakit.bus._base import DeadLetter
+from sagakit.bus._consumer import Incoming, Receiver
 from sagakit.errors import BrokerError, MissingBrokerDriverError
 
 if TYPE_CHECKING:

@@ -20,9 +20,9 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sagakit.bus.backend import BrokerBackend
-from sagakit.bus.base import DeadLetter
-from sagakit.bus.consumer import Incoming, Receiver
+from sagakit.bus._backend import BrokerBackend
+from sagakit.bus._base import DeadLetter
+from sagakit.bus._consumer import Incoming, Receiver
 from sagakit.errors import MissingBrokerDriverError
 
 if TYPE_CHECKING:

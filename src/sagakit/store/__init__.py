@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sagakit.errors import StoreError, UnsupportedDatabaseError
-from sagakit.store.base import Store, StoredSaga, StoreWrapper
+from sagakit.store._base import Store, StoredSaga, StoreWrapper
 from sagakit.store.memory import MemoryStore
 
 __all__ = ["SCHEMES", "MemoryStore", "Store", "StoreWrapper", "StoredSaga", "open_store"]

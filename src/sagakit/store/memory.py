@@ -6,9 +6,10 @@ import time
 from collections.abc import Sequence
 
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
-from sagakit.log import TERMINAL, UNFINISHED, Instance, Message, Record, SagaStatus
-from sagakit.store.base import ANY_INSTANCE, StoredSaga
-from sagakit.store.watchers import Watchers
+from sagakit.log import Instance, Message, Record, SagaStatus
+from sagakit.log._records import TERMINAL, UNFINISHED
+from sagakit.store._base import ANY_INSTANCE, StoredSaga
+from sagakit.store._watchers import Watchers
 
 
 class _Row:

@@ -33,15 +33,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from sagakit.errors import (
-    ConcurrentUpdateError,
-    SchemaVersionError,
-    StoreError,
-    UnknownSagaError,
-)
-from sagakit.log import TERMINAL, Instance, Message, Record, RecordType, SagaStatus
-from sagakit.store.base import ANY_INSTANCE, StoredSaga
-from sagakit.store.watchers import Watchers
+from sagakit.errors import ConcurrentUpdateError, SchemaVersionError, StoreError, UnknownSagaError
+from sagakit.log import Instance, Message, Record, RecordType, SagaStatus
+from sagakit.log._records import TERMINAL
+from sagakit.store._base import ANY_INSTANCE, StoredSaga
+from sagakit.store._watchers import Watchers
 
 CHANNEL = "sagakit_changes"
 """The NOTIFY channel of instance changes; the payload is the id of the instance."""
@@ -353,7 +349,7 @@ _Write = _Create | _Append
 
 
 class PostgresStore:
-    """A :class:`~sagakit.store.base.Store` in PostgreSQL, shared by many workers.
+    """A :class:`~sagakit.store.Store` in PostgreSQL, shared by many workers.
 
     Open it with :meth:`open` (or :func:`sagakit.store.open_store`); ``url`` is the URL
     with its password replaced, so printing it is safe.

@@ -28,9 +28,10 @@ from sagakit.errors import (
     StoreError,
     UnknownSagaError,
 )
-from sagakit.log import TERMINAL, UNFINISHED, Instance, Message, Record, RecordType, SagaStatus
-from sagakit.store.base import ANY_INSTANCE, StoredSaga
-from sagakit.store.watchers import Watchers
+from sagakit.log import Instance, Message, Record, RecordType, SagaStatus
+from sagakit.log._records import TERMINAL, UNFINISHED
+from sagakit.store._base import ANY_INSTANCE, StoredSaga
+from sagakit.store._watchers import Watchers
 
 T = TypeVar("T")
 
@@ -148,7 +149,7 @@ def path_of(url: str) -> str:
 
 
 class SqliteStore:
-    """A :class:`~sagakit.store.base.Store` in one SQLite file, for one machine."""
+    """A :class:`~sagakit.store.Store` in one SQLite file, for one machine."""
 
     def __init__(self, url: str) -> None:
         self.url = url

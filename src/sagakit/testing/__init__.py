@@ -1,1 +1,28 @@
-"""Test kits for users of sagakit and for the authors of new backends."""
+"""Test kits for users of sagakit and for the authors of new backends.
+
+The contract suites are pytest classes: install ``sagakit[testing]`` to use them.
+"""
+
+from sagakit.testing._broker_contract import GROUPS, BrokerContract, BrokerFactory, Recorder, events
+from sagakit.testing._store_contract import (
+    SchedulingContract,
+    StoreContract,
+    instance,
+    started,
+    step_record,
+)
+from sagakit.testing._streams import delete_stream
+
+__all__ = [
+    "GROUPS",
+    "BrokerContract",
+    "BrokerFactory",
+    "Recorder",
+    "SchedulingContract",
+    "StoreContract",
+    "delete_stream",
+    "events",
+    "instance",
+    "started",
+    "step_record",
+]

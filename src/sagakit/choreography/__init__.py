@@ -1,0 +1,32 @@
+"""Choreographed sagas: services that react to each other's events, with no coordinator.
+
+Each :class:`Service` handles events in local transactions that also write its inbox and
+its outbox; its :class:`Relay` publishes the outbox; a :class:`Tracker` rebuilds each saga's
+timeline in the saga log from the events a :class:`Choreography` declares.
+"""
+
+from sagakit.choreography._definition import Choreography, ChoreographyStep, Outcome
+from sagakit.choreography._outbox import (
+    LocalDatabase,
+    OutboxTransaction,
+    Pending,
+    SqliteDatabase,
+)
+from sagakit.choreography._relay import Relay, RelayPass
+from sagakit.choreography._service import Service, Transaction
+from sagakit.choreography._tracker import Tracker
+
+__all__ = [
+    "Choreography",
+    "ChoreographyStep",
+    "LocalDatabase",
+    "OutboxTransaction",
+    "Outcome",
+    "Pending",
+    "Relay",
+    "RelayPass",
+    "Service",
+    "SqliteDatabase",
+    "Tracker",
+    "Transaction",
+]

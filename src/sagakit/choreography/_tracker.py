@@ -1,0 +1,428 @@
+"""The tracker: rebuilds each choreographed saga's timeline in the saga log, from its events.
+
+Choreography's cost is that nobody sees the whole flow. The tracker pays it once: it
+subscribes to the streams as a consumer group of its own, and for every event of a declared
+:class:`~sagakit.choreography.Choreography` appends to the saga (id: the event's correlation
+id) the records an orchestrated run of the same step would have written: ``step_started``
+and ``step_succeeded``/``step_failed``, ``compensation_started`` and
+``compensation_succeeded``/``compensation_failed``, ``saga_compensating``, and a terminal
+record for the declared ending events. So ``sagakit list/show``, and whatever else reads
+the saga log, show a choreographed saga as they show an orchestrated one, with each
+record's ``data`` naming the event behind it (``event``, ``event_id``, ``source``,
+``causation_id``).
+
+Idempotent: the event ids already in a saga's records are skipped, so a redelivery appends
+nothing. One tracker records a saga's events one at a time; two trackers appending to one
+saga collide on the log position, and the loser re-reads and retries. Events that arrive
+out of order are recorded in arrival order with their own timestamps; a saga first heard of
+through a later event is created anyway (its input unknown until then), and the statuses
+still end right.
+
+A saga not ended within ``max_gap`` seconds of its last event is marked ``needs_attention``
+by :meth:`Tracker.check_stuck`, naming the events it waits for. An event that arrives later
+still moves it on: an ending event ends it.
+
+The tracker creates its sagas leased to itself until the end of time, so that workers of
+orchestrated sagas on the same database never claim one (they could not drive it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sagakit.bus import Broker, Delivery, Event, Subscription
+from sagakit.bus._base import check_name
+from sagakit.choreography._definition import Choreography, Outcome, Role
+from sagakit.choreography._service import subscribe_all
+from sagakit.errors import ConcurrentUpdateError, SagaDefinitionError
+from sagakit.log import Instance, Record, RecordType, SagaState, SagaStatus, StepStatus
+from sagakit.log._codec import decode, encode
+from sagakit.store import Store
+
+log = logging.getLogger("sagakit.tracker")
+
+TRACKER_GROUP = "sagakit-tracker"
+LEASE_OWNER = "sagakit-tracker"
+HELD_UNTIL = 253402300799.0
+"""9999-12-31T23:59:59Z: the lease on a tracked saga; the terminal record releases it."""
+CONFLICT_RETRIES = 20
+CACHE_SIZE = 4096
+LOCK_STRIPES = 64
+
+
+@dataclass(slots=True)
+class _Tracked:
+    """A saga as this tracker last wrote it, and the event ids already in its log."""
+
+    state: SagaState
+    seen: set[str] = field(default_factory=set)
+
+
+class Tracker:
+    """Follows the events of ``choreographies`` on ``streams`` into ``store``'s saga log."""
+
+    def __init__(
+        self,
+        store: Store,
+        broker: Broker,
+        choreographies: Iterable[Choreography],
+        *,
+        streams: Sequence[str] = ("events",),
+        group: str = TRACKER_GROUP,
+        concurrency: int = 1,
+        max_attempts: int = 10,
+        prefetch: int = 50,
+        check_every: float | None = None,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.streams = [check_name("stream", s) for s in streams]
+        self.group = check_name("group", group)
+        self.concurrency = concurrency
+        self.max_attempts = max_attempts
+        self.prefetch = prefetch
+        self._by_type: dict[str, Choreography] = {}
+        self._by_key: dict[tuple[str, int], Choreography] = {}
+        for choreography in choreographies:
+            self._register(choreography)
+        gaps = [c.max_gap for c in self._by_key.values()]
+        self.check_every = check_every or max(0.2, min(gaps, default=60.0) / 4)
+        self.ready = asyncio.Event()
+        """Set once subscribed: events published from then on are tracked."""
+        self._cache: OrderedDict[str, _Tracked] = OrderedDict()
+        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+
+    def _register(self, choreography: Choreography) -> None:
+        for event_type in choreography.event_types:
+            other = self._by_type.get(event_type)
+            if other is not None:
+                raise SagaDefinitionError(
+                    choreography.name, f"event {event_type!r} also belongs to {other.key}"
+                )
+            self._by_type[event_type] = choreography
+        self._by_key[(choreography.name, choreography.version)] = choreography
+
+    async def handle(self, delivery: Delivery) -> None:
+        """The subscriptions' handler: raising makes the broker deliver the event again."""
+        await self.track(delivery.event)
+
+    async def track(self, event: Event) -> bool:
+        """Record ``event`` in its saga's log; False if it is not ours or already there."""
+        choreography = self._by_type.get(event.type)
+        if choreography is None:
+            return False
+        async with self._lock(event.correlation_id):
+            for _ in range(CONFLICT_RETRIES):
+                try:
+                    return await self._track_once(choreography, event)
+                except ConcurrentUpdateError:
+                    self._cache.pop(event.correlation_id, None)  # someone else wrote: re-read
+        raise ConcurrentUpdateError(event.correlation_id, -1)
+
+    def _lock(self, saga_id: str) -> asyncio.Lock:
+        """One writer per saga in this process: two appends of one saga in one group commit
+        would be computed one on top of the other, and must not be."""
+        return self._locks[hash(saga_id) % len(self._locks)]
+
+    async def _track_once(self, choreography: Choreography, event: Event) -> bool:
+        saga_id = event.correlation_id
+        tracked = await self._load(saga_id)
+        if tracked is None:
+            return await self._create(choreography, event)
+        if event.id in tracked.seen:
+            return False
+        state = tracked.state
+        if (state.name, state.version) != (choreography.name, choreography.version):
+            log.warning(
+                "%s: event %s (%s) of %s is not this saga's; ignored",
+                *(saga_id, event.id, event.type, choreography.key),
+            )
+            return False
+        records = _Timeline(choreography, state).add(event)
+        try:
+            await self.store.append(saga_id, records, state.status)
+        except BaseException:
+            self._cache.pop(saga_id, None)  # its state already has the records applied
+            raise
+        tracked.seen.add(event.id)
+        return True
+
+    async def _create(self, choreography: Choreography, event: Event) -> bool:
+        state = SagaState(event.correlation_id)
+        timeline = _Timeline(choreography, state)
+        records = timeline.start(event) + timeline.add(event)
+        instance = Instance(
+            state.id,
+            choreography.name,
+            choreography.version,
+            state.status,
+            created_at=records[0].at,
+            updated_at=records[-1].at,
+            lease_owner=LEASE_OWNER,
+            lease_expires=HELD_UNTIL,
+        )
+        if not await self.store.create(instance, records):
+            raise ConcurrentUpdateError(state.id, 0)  # created meanwhile: re-read it
+        self._remember(_Tracked(state, {event.id}))
+        return True
+
+    async def _load(self, saga_id: str) -> _Tracked | None:
+        tracked = self._cache.get(saga_id)
+        if tracked is not None:
+            self._cache.move_to_end(saga_id)
+            return tracked
+        stored = await self.store.load(saga_id)
+        if stored is None:
+            return None
+        tracked = _Tracked(SagaState.from_records(saga_id, stored.records))
+        tracked.seen = {i for r in stored.records if (i := _event_id(r)) is not None}
+        self._remember(tracked)
+        return tracked
+
+    def _remember(self, tracked: _Tracked) -> None:
+        self._cache[tracked.state.id] = tracked
+        self._cache.move_to_end(tracked.state.id)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    async def check_stuck(self, now: float | None = None) -> list[str]:
+        """Mark ``needs_attention`` every unfinished tracked saga silent for over its
+        ``max_gap``; the ids marked."""
+        now = time.time() if now is None else now
+        marked = []
+        for instance in await self.store.unfinished():
+            choreography = self._by_key.get((instance.name, instance.version))
+            if choreography is None or now - instance.updated_at <= choreography.max_gap:
+                continue
+            async with self._lock(instance.id):
+                with contextlib.suppress(ConcurrentUpdateError):  # an event came: not stuck
+                    if await self._mark_stuck(choreography, instance.id, now):
+                        marked.append(instance.id)
+        return marked
+
+    async def _mark_stuck(self, choreography: Choreography, saga_id: str, now: float) -> bool:
+        self._cache.pop(saga_id, None)
+        tracked = await self._load(saga_id)
+        if tracked is None or tracked.state.status.is_terminal:
+            return False
+        state = tracked.state
+        gap = now - state.records[-1].at
+        if gap <= choreography.max_gap:
+            return False
+        record = _Timeline(choreography, state).stuck(now, gap)
+        try:
+            await self.store.append(saga_id, [record], state.status)
+        except BaseException:
+            self._cache.pop(saga_id, None)
+            raise
+        log.warning("%s: %s", saga_id, state.reason)
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Subscribe (retrying an unreachable broker) and track until ``stop`` is set,
+        looking for stuck sagas every ``check_every`` seconds."""
+        subscriptions: list[Subscription] = []
+        try:
+            if not await subscribe_all(
+                self.broker,
+                self.streams,
+                self.group,
+                self.handle,
+                stop,
+                into=subscriptions,
+                copies=self.concurrency,
+                max_attempts=self.max_attempts,
+                prefetch=self.prefetch,
+            ):
+                return
+            self.ready.set()
+            await self._watch(stop)
+        finally:
+            await asyncio.gather(*(s.close() for s in subscriptions))
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.check_every):
+                    await stop.wait()
+            if stop.is_set():
+                return
+            try:
+                await self.check_stuck()
+            except Exception as error:  # the saga log may be briefly unavailable
+                log.warning("looking for stuck sagas failed: %r", error)
+
+
+class _Timeline:
+    """Turns events into saga log records, applying each to ``state`` as it is made."""
+
+    def __init__(self, choreography: Choreography, state: SagaState) -> None:
+        self.choreography = choreography
+        self.state = state
+        self.records: list[Record] = []
+
+    def start(self, event: Event) -> list[Record]:
+        """The ``saga_started`` record; the input is the event's payload if it starts one."""
+        starts = event.type in self.choreography.starts
+        data = {
+            "name": self.choreography.name,
+            "version": self.choreography.version,
+            "input": event.payload if starts else None,
+            "steps": self.choreography.steps_meta,
+            "deadline_at": None,
+        }
+        return self._made([self._record(RecordType.SAGA_STARTED, event.time, data=data)])
+
+    def add(self, event: Event) -> list[Record]:
+        """The records ``event`` means for the saga, in order."""
+        role = self.choreography.role(event.type)
+        assert role is not None
+        first = len(self.records)
+        self._step(event, role)
+        self._ending(event, role)
+        return self.records[first:]
+
+    def _step(self, event: Event, role: Role) -> None:
+        step = self.state.by_name[role.step]
+        facts = _facts(event)
+        at, outcome = event.time, role.outcome
+        if outcome is Outcome.STARTED or (
+            outcome in (Outcome.SUCCEEDED, Outcome.FAILED) and step.status is not StepStatus.RUNNING
+        ):
+            data = facts if outcome is Outcome.STARTED else None
+            self._add(RecordType.STEP_STARTED, at, step.name, step.attempts + 1, data)
+        if outcome is Outcome.SUCCEEDED:
+            result = {**facts, "payload": event.payload}
+            self._add(RecordType.STEP_SUCCEEDED, at, step.name, step.attempts, result)
+        elif outcome is Outcome.FAILED:
+            failure = {"error": _error(event), "retry_at": None, **facts}
+            self._add(RecordType.STEP_FAILED, at, step.name, step.attempts, failure)
+        elif outcome in (Outcome.COMPENSATED, Outcome.COMPENSATION_FAILED):
+            self._compensating(event, "compensation began")
+            attempt = step.compensation_attempts + 1
+            self._add(RecordType.COMPENSATION_STARTED, at, step.name, attempt, None)
+            if outcome is Outcome.COMPENSATED:
+                undone = {**facts, "payload": event.payload}
+                self._add(RecordType.COMPENSATION_SUCCEEDED, at, step.name, attempt, undone)
+            else:
+                failure = {"error": _error(event), "retry_at": None, **facts}
+                self._add(RecordType.COMPENSATION_FAILED, at, step.name, attempt, failure)
+
+    def _ending(self, event: Event, role: Role) -> None:
+        choreography, at = self.choreography, event.time
+        if event.type in choreography.fails:
+            self._compensating(event, _reason(event) or "failed")
+        ended = self.state.status in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
+        if ended:
+            return
+        if event.type in choreography.completes:
+            self._add(RecordType.SAGA_COMPLETED, at, None, 0, None)
+        elif event.type in choreography.compensated:
+            self._add(RecordType.SAGA_COMPENSATED, at, None, 0, None)
+        elif event.type in choreography.needs_attention:
+            failed = [
+                s.name for s in self.state.steps if s.status is StepStatus.COMPENSATION_FAILED
+            ]
+            reason = f"{event.type} from {event.source}: {_reason(event) or 'needs a person'}"
+            self._add(
+                RecordType.SAGA_NEEDS_ATTENTION, at, None, 0, {"reason": reason, "failed": failed}
+            )
+
+    def _compensating(self, event: Event, why: str) -> None:
+        if self.state.status in (SagaStatus.PENDING, SagaStatus.RUNNING):
+            reason = f"{event.type} from {event.source}: {why}"
+            self._add(RecordType.SAGA_COMPENSATING, event.time, None, 0, {"reason": reason})
+
+    def stuck(self, now: float, gap: float) -> Record:
+        """The ``saga_needs_attention`` record of a saga silent for ``gap`` seconds."""
+        state, choreography = self.state, self.choreography
+        last = next((r for r in reversed(state.records) if _event_id(r)), None)
+        heard = f"; last heard: {decode(last.data)['event']}" if last and last.data else ""
+        waiting = self._expected()
+        reason = f"stuck: no event for {gap:.0f}s (max_gap {choreography.max_gap:g}s){heard}" + (
+            f"; waiting for {' or '.join(waiting)}" if waiting else ""
+        )
+        undone = []
+        if state.status is SagaStatus.COMPENSATING:
+            undone = [
+                s.name
+                for s in choreography.steps
+                if s.events(Outcome.COMPENSATED)
+                and state.by_name[s.name].status is StepStatus.SUCCEEDED
+            ]
+        data = {"reason": reason, "failed": undone}
+        return self._made([self._record(RecordType.SAGA_NEEDS_ATTENTION, now, data=data)])[0]
+
+    def _expected(self) -> list[str]:
+        """The event types that would move the saga on from where it is."""
+        state = self.state
+        if state.status is SagaStatus.COMPENSATING:
+            for step in reversed(self.choreography.steps):
+                undo = step.events(Outcome.COMPENSATED)
+                if undo and state.by_name[step.name].status is StepStatus.SUCCEEDED:
+                    return sorted(undo)
+            return sorted(self.choreography.compensated)
+        for step in self.choreography.steps:
+            if state.by_name[step.name].status in (StepStatus.PENDING, StepStatus.RUNNING):
+                return sorted(step.events(Outcome.SUCCEEDED) + step.events(Outcome.FAILED))
+        return sorted(self.choreography.completes)
+
+    def _add(self, kind: RecordType, at: float, step: str | None, attempt: int, data: Any) -> None:
+        record = self._record(kind, at, step, attempt, data)
+        self._made([record])
+
+    def _record(
+        self,
+        kind: RecordType,
+        at: float,
+        step: str | None = None,
+        attempt: int = 0,
+        data: Any = None,
+    ) -> Record:
+        seq = self.state.next_seq
+        return Record(seq, kind, at, step, attempt, None if data is None else encode(data))
+
+    def _made(self, records: list[Record]) -> list[Record]:
+        for record in records:
+            self.state.apply(record)
+            self.records.append(record)
+        return records
+
+
+def _facts(event: Event) -> dict[str, Any]:
+    """What a record keeps of the event it came from; ``event`` first, as the timeline shows
+    the start of it."""
+    return {
+        "event": event.type,
+        "source": event.source,
+        "event_id": event.id,
+        "causation_id": event.causation_id,
+    }
+
+
+def _event_id(record: Record) -> str | None:
+    if record.data is None or '"event_id"' not in record.data:
+        return None
+    data = decode(record.data)
+    value = data.get("event_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _reason(event: Event) -> str:
+    payload = event.payload
+    if isinstance(payload, dict):
+        for key in ("reason", "error", "message"):
+            if key in payload:
+                return str(payload[key])
+    return ""
+
+
+def _error(event: Event) -> dict[str, str]:
+    return {"type": event.type, "message": _reason(event) or f"reported by {event.source}"}

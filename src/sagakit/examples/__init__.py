@@ -1,1 +1,0 @@
-"""Worked examples that ship with sagakit, so ``sagakit demo`` can run them anywhere."""

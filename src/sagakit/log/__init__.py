@@ -1,0 +1,31 @@
+"""The saga log's vocabulary, shared by both flavours: statuses, step kinds, records, the fold.
+
+An orchestrated saga's engine and a choreographed saga's tracker write the same records to
+the same log, and everything that reads it (the CLI, recovery) folds them into the same
+:class:`SagaState`; so this package depends on nothing but the errors.
+"""
+
+from sagakit.log._records import (
+    Instance,
+    Message,
+    Record,
+    RecordType,
+    SagaStatus,
+    StepKind,
+    StepStatus,
+)
+from sagakit.log._results import Results
+from sagakit.log._state import SagaState, StepState
+
+__all__ = [
+    "Instance",
+    "Message",
+    "Record",
+    "RecordType",
+    "Results",
+    "SagaState",
+    "SagaStatus",
+    "StepKind",
+    "StepState",
+    "StepStatus",
+]

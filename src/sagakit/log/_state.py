@@ -1,0 +1,295 @@
+"""An instance's current state, as a fold over its log records.
+
+The engine keeps no state of its own: it applies each record it appends to a
+:class:`SagaState`, and recovery rebuilds the same object from the stored records, so a
+resumed saga decides exactly as the crashed process would have.
+
+Record payloads (``Record.data``, JSON):
+
+================================  ==========================================================
+``saga_started``                  ``{"name", "version", "input", "steps": [{"name", "kind"}],
+                                  "deadline_at"}``
+``step_started``                  null (the idempotency key is derived, see
+                                  :func:`sagakit.orchestration.idempotency_key`)
+``step_succeeded``                the step's result itself
+``step_failed``                   ``{"error": {"type", "message"}, "retry_at"}``; ``retry_at``
+                                  null means the failure is final
+``saga_compensating``             ``{"reason"}``
+``compensation_started``          null
+``compensation_succeeded``        null
+``compensation_failed``           as ``step_failed``
+``saga_completed``, ``saga_compensated``  null
+``saga_needs_attention``          ``{"reason", "failed": [step names]}``
+``step_waiting``                  ``{"signal", "until", "role"}``: the call (``role`` action or
+                                  compensation) waits for a message until ``until``
+``message_received``              ``{"id", "name", "payload"}``: an inbox message taken
+``cancel_requested``              ``{"by", "reason"}``
+``operator_retry``                ``{"by", "note"}``: try the failed calls again
+``operator_resolved``             ``{"by", "note"}``: a person finished the saga by hand
+================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sagakit.log._codec import decode, encode
+from sagakit.log._fast import RecordTypes, SagaStatuses, StepStatuses
+from sagakit.log._records import Record, SagaStatus, StepStatus
+from sagakit.log._results import Results
+
+
+@dataclass(slots=True)
+class StepState:
+    """One step as the log tells it."""
+
+    name: str
+    kind: str
+    status: StepStatus = StepStatuses.PENDING
+    attempts: int = 0
+    compensation_attempts: int = 0
+    result: str | None = None
+    error: dict[str, Any] | None = None
+    compensation_error: dict[str, Any] | None = None
+    retry_at: float | None = None
+    started_at: float | None = None
+    """When the latest call (action or compensation) was started: timeouts count from it."""
+    waiting: dict[str, Any] | None = None
+    """What the current call waits for: ``{"signal", "until", "role"}``."""
+    retry_base: int = 0
+    """Attempts made before an operator's retry; retry policies count from here."""
+    compensation_retry_base: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "compensation_attempts": self.compensation_attempts,
+            "result": None if self.result is None else decode(self.result),
+            "error": self.error,
+            "compensation_error": self.compensation_error,
+            "retry_at": self.retry_at,
+            "waiting": self.waiting,
+        }
+
+
+@dataclass(slots=True)
+class SagaState:
+    """An instance's state; build it with :meth:`from_records` or by :meth:`apply`."""
+
+    id: str
+    name: str = ""
+    version: int = 0
+    status: SagaStatus = SagaStatuses.PENDING
+    input_json: str = "null"
+    deadline_at: float | None = None
+    steps: list[StepState] = field(default_factory=list)
+    by_name: dict[str, StepState] = field(default_factory=dict)
+    completed: list[str] = field(default_factory=list)
+    """Step names in the order their actions succeeded: compensation runs it backwards."""
+    raw_results: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
+    failed_compensations: list[str] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    signals: dict[str, str] = field(default_factory=dict)
+    """Payloads (JSON) of the messages taken, by name; the latest of a name wins."""
+    last_message: int = 0
+    """Id of the last inbox message taken: newer ones are still to take."""
+    cancel: dict[str, Any] | None = None
+    resolution: dict[str, Any] | None = None
+    before_attention: SagaStatus | None = None
+    """Whether it was going forward or compensating when it needed attention."""
+    cursor: int = 0
+
+    @property
+    def input(self) -> Any:
+        """The saga's input, decoded afresh for each reader, so no step can change what
+        the next one (or a resumed run) sees."""
+        return decode(self.input_json)
+
+    """Index of the first step whose action has not succeeded (``len(steps)`` when none)."""
+
+    @property
+    def results(self) -> Results:
+        """The results recorded so far (a snapshot; each is decoded when it is read)."""
+        return Results(self.raw_results)
+
+    @classmethod
+    def from_records(cls, saga_id: str, records: Iterable[Record]) -> SagaState:
+        state = cls(saga_id)
+        for record in records:
+            state.apply(record)
+        return state
+
+    @property
+    def next_seq(self) -> int:
+        return len(self.records)
+
+    def apply(self, record: Record, started: dict[str, Any] | None = None) -> None:
+        """Advance the state by one record; the only way the state ever changes.
+
+        ``started`` may carry a ``saga_started`` record's fields already decoded, as the
+        engine has them, to save decoding what it has just encoded.
+        """
+        self.records.append(record)
+        kind = record.type
+        if kind is RecordTypes.STEP_STARTED:
+            step = self.by_name[record.step]  # type: ignore[index]
+            step.status = StepStatuses.RUNNING
+            step.attempts = record.attempt
+            step.retry_at = None
+            step.started_at = record.at
+            if self.status is SagaStatuses.PENDING:
+                self.status = SagaStatuses.RUNNING
+        elif kind is RecordTypes.STEP_SUCCEEDED:
+            step = self.by_name[record.step]  # type: ignore[index]
+            step.status = StepStatuses.SUCCEEDED
+            step.result = record.data
+            step.error = None  # an earlier attempt's failure no longer describes the step
+            step.waiting = None
+            self.raw_results[step.name] = record.data  # type: ignore[assignment]
+            self.completed.append(step.name)
+            steps, cursor = self.steps, self.cursor
+            while cursor < len(steps) and steps[cursor].status is StepStatuses.SUCCEEDED:
+                cursor += 1
+            self.cursor = cursor
+        elif kind is RecordTypes.STEP_FAILED:
+            step = self.by_name[record.step]  # type: ignore[index]
+            data = decode(record.data)  # type: ignore[arg-type]
+            step.status = StepStatuses.FAILED
+            step.error = data["error"]
+            step.retry_at = data["retry_at"]
+            step.waiting = None
+        elif kind is RecordTypes.COMPENSATION_STARTED:
+            step = self.by_name[record.step]  # type: ignore[index]
+            step.status = StepStatuses.COMPENSATING
+            step.compensation_attempts = record.attempt
+            step.retry_at = None
+            step.started_at = record.at
+        elif kind is RecordTypes.COMPENSATION_SUCCEEDED:
+            step = self.by_name[record.step]  # type: ignore[index]
+            step.status = StepStatuses.COMPENSATED
+            step.waiting = None
+        elif kind is RecordTypes.COMPENSATION_FAILED:
+            step = self.by_name[record.step]  # type: ignore[index]
+            data = decode(record.data)  # type: ignore[arg-type]
+            step.status = StepStatuses.COMPENSATION_FAILED
+            step.compensation_error = data["error"]
+            step.retry_at = data["retry_at"]
+            step.waiting = None
+        elif kind is RecordTypes.SAGA_STARTED:
+            self.begin(**(started or _started_fields(record.data)))  # type: ignore[arg-type]
+        elif kind is RecordTypes.SAGA_COMPENSATING:
+            self.status = SagaStatuses.COMPENSATING
+            self.reason = decode(record.data)["reason"]  # type: ignore[arg-type]
+        elif kind is RecordTypes.SAGA_COMPLETED:
+            self.status = SagaStatuses.COMPLETED
+        elif kind is RecordTypes.SAGA_COMPENSATED:
+            self.status = SagaStatuses.COMPENSATED
+            self._skip_pending()
+        elif kind is RecordTypes.SAGA_NEEDS_ATTENTION:
+            data = decode(record.data)  # type: ignore[arg-type]
+            self.before_attention = self.status
+            self.status = SagaStatuses.NEEDS_ATTENTION
+            self.reason = data["reason"]
+            self.failed_compensations = list(data["failed"])
+            self._skip_pending()
+        else:
+            self._apply_rare(record)
+
+    def _apply_rare(self, record: Record) -> None:
+        """Waits, messages and operators' actions: off the hot path, so kept apart."""
+        kind, data = record.type, decode(record.data) if record.data else None
+        if kind is RecordTypes.STEP_WAITING:
+            step = self.by_name[record.step]  # type: ignore[index]
+            step.status = StepStatuses.WAITING
+            step.waiting = data
+        elif kind is RecordTypes.MESSAGE_RECEIVED:
+            self.signals[data["name"]] = data["payload"]  # type: ignore[index]
+            self.last_message = data["id"]  # type: ignore[index]
+        elif kind is RecordTypes.CANCEL_REQUESTED:
+            self.cancel = data
+        elif kind is RecordTypes.OPERATOR_RETRY:
+            self._retry(record.at)
+        elif kind is RecordTypes.OPERATOR_RESOLVED:
+            self.resolution = data
+            forward = self.before_attention in (SagaStatuses.RUNNING, SagaStatuses.PENDING)
+            self.status = SagaStatuses.COMPLETED if forward else SagaStatuses.COMPENSATED
+
+    def _retry(self, at: float) -> None:
+        """An operator's retry: the calls that failed for good are due again, with a fresh
+        retry budget, and the saga goes back to what it was doing."""
+        self.status = self.before_attention or SagaStatuses.RUNNING
+        self.failed_compensations = []
+        for step in self.steps:
+            if step.status is StepStatuses.SKIPPED and self.status is SagaStatuses.RUNNING:
+                step.status = StepStatuses.PENDING
+            if step.status is StepStatuses.COMPENSATION_FAILED and step.retry_at is None:
+                step.retry_at = at
+                step.compensation_retry_base = step.compensation_attempts
+            elif step.status is StepStatuses.FAILED and step.retry_at is None:
+                step.retry_at = at
+                step.retry_base = step.attempts
+
+    def begin(
+        self,
+        name: str,
+        version: int,
+        steps: list[dict[str, str]],
+        deadline_at: float | None,
+        input_json: str,
+    ) -> None:
+        """Start the instance as a ``saga_started`` record with these fields says."""
+        self.name = name
+        self.version = version
+        self.input_json = input_json
+        self.deadline_at = deadline_at
+        self.status = SagaStatuses.PENDING
+        self.steps = [StepState(s["name"], s["kind"]) for s in steps]
+        self.by_name = {s.name: s for s in self.steps}
+
+    def _skip_pending(self) -> None:
+        for step in self.steps:
+            if step.status is StepStatuses.PENDING:
+                step.status = StepStatuses.SKIPPED
+
+    def as_dict(self, events: bool = True) -> dict[str, Any]:
+        """The JSON shape ``sagakit show --json`` prints (``list --json`` without events)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "status": self.status.value,
+            "input": self.input,
+            "reason": self.reason,
+            "failed_compensations": self.failed_compensations,
+            "cancel": self.cancel,
+            "resolution": self.resolution,
+            "started_at": self.records[0].at if self.records else None,
+            "updated_at": self.records[-1].at if self.records else None,
+            "steps": [s.as_dict() for s in self.steps],
+        }
+        if events:
+            out["events"] = [
+                {
+                    "seq": r.seq,
+                    "type": r.type.value,
+                    "at": r.at,
+                    "step": r.step,
+                    "attempt": r.attempt,
+                    "data": None if r.data is None else decode(r.data),
+                }
+                for r in self.records
+            ]
+        return out
+
+
+def _started_fields(data: str) -> dict[str, Any]:
+    """A ``saga_started`` payload as :meth:`SagaState.begin` takes it."""
+    fields: dict[str, Any] = decode(data)
+    fields["input_json"] = encode(fields.pop("input"))
+    return fields

@@ -1,0 +1,411 @@
+"""Drives one saga instance: forward, compensating, waiting, all as a function of its log.
+
+A :class:`Driver` holds an instance's :class:`~sagakit.log.SagaState` and the records not
+yet committed. Each decision reads the state, appends records, and applies them. The
+write-ahead rule: a ``*_started`` record is durable before its call is made, and an outcome
+record is durable before anything depends on it (the next call, a wait, or returning).
+Records that can wait are committed with the next ones that cannot, so a three-step saga
+costs four commits.
+
+A wait (a retry's back-off, a step waiting for a message) either happens in this process,
+or, when the engine hands waits back (workers do), ends the drive with the instance's due
+time stored, so that no worker is held and a restart neither forgets nor repeats it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sagakit._retry import Retry
+from sagakit.errors import (
+    CompensationImpossible,
+    SagaDeadlineError,
+    SerializationError,
+    StepTimeoutError,
+)
+from sagakit.log import Record, RecordType, SagaState, StepState
+from sagakit.log._codec import ENCODE_ERRORS, decode, encode
+from sagakit.log._fast import RecordTypes, SagaStatuses, StepKinds, StepStatuses
+from sagakit.orchestration._context import CompensationContext, StepContext, WaitForMessage
+from sagakit.orchestration._definition import Step
+from sagakit.orchestration._plan import CANCEL, passed_pivot
+from sagakit.store import Store
+
+if TYPE_CHECKING:
+    from sagakit.orchestration._plan import Plan
+
+_START = RecordTypes.STEP_STARTED
+_COMP_START = RecordTypes.COMPENSATION_STARTED
+_FINAL = (SerializationError, CompensationImpossible, SagaDeadlineError)
+"""Failures no retry can mend."""
+
+
+class Suspended(Exception):
+    """The drive stops here; the instance is due again at ``due_at`` (None: on a message)."""
+
+    def __init__(self, due_at: float | None) -> None:
+        super().__init__(due_at)
+        self.due_at = due_at
+
+
+class Driver:
+    """One instance being driven: its plan, its state, and records not yet committed."""
+
+    __slots__ = ("check_inbox", "hand_back", "pending", "plan", "state", "store")
+
+    def __init__(self, store: Store, plan: Plan, state: SagaState, hand_back: bool) -> None:
+        self.store = store
+        self.plan = plan
+        self.state = state
+        self.pending: list[Record] = []
+        self.hand_back = hand_back
+        """Hand waits back to the store (a worker) instead of waiting in this process."""
+        self.check_inbox = False
+        """Set from outside when a message may have come; read at the next step boundary."""
+
+    def record_new(
+        self, kind: RecordType, step: str | None, attempt: int, data: str | None
+    ) -> None:
+        """Apply a new record to the state now; it is committed at the next :meth:`flush`."""
+        record = Record(len(self.state.records), kind, time.time(), step, attempt, data)
+        self.state.apply(record)
+        self.pending.append(record)
+
+    async def flush(self) -> None:
+        if self.pending:
+            records, self.pending = self.pending, []
+            await self.store.append(self.state.id, records, self.state.status)
+
+    async def drive(self) -> float | None:
+        """Take the instance as far as it goes now: to a terminal status, or to a wait that
+        is handed back, whose due time is returned (None when terminal or message-bound)."""
+        state = self.state
+        try:
+            while True:
+                if self.check_inbox:
+                    await self.take_messages()
+                status = state.status
+                if status is SagaStatuses.RUNNING or status is SagaStatuses.PENDING:
+                    await self._forward()
+                elif status is SagaStatuses.COMPENSATING:
+                    await self._compensate()
+                else:
+                    await self.flush()
+                    return None
+        except Suspended as suspended:
+            await self.flush()
+            return suspended.due_at
+
+    async def take_messages(self) -> None:
+        """Record the inbox messages not taken yet; a cancel before the pivot compensates."""
+        self.check_inbox = False
+        state = self.state
+        for message in await self.store.messages(state.id, after=state.last_message):
+            data = {"id": message.id, "name": message.name, "payload": message.payload}
+            self.record_new(RecordTypes.MESSAGE_RECEIVED, None, 0, encode(data))
+            if message.name == CANCEL:
+                self._cancel(decode(message.payload))
+
+    def _cancel(self, request: dict[str, Any]) -> None:
+        self.record_new(RecordTypes.CANCEL_REQUESTED, None, 0, encode(request))
+        if self.state.status in (SagaStatuses.RUNNING, SagaStatuses.PENDING) and not passed_pivot(
+            self.state
+        ):
+            by, why = request.get("by", "someone"), request.get("reason", "")
+            self._begin_compensation(f"cancelled by {by}" + (f": {why}" if why else ""))
+
+    async def _forward(self) -> None:
+        """Run the next step's action once (this is the hot path, so it is written flat)."""
+        state, saga = self.state, self.plan.saga
+        if state.cursor == len(state.steps):
+            self.record_new(RecordTypes.SAGA_COMPLETED, None, 0, None)
+            return
+        step_state = state.steps[state.cursor]
+        step = saga.steps[state.cursor]
+        before_pivot = step.kind is not StepKinds.RETRIABLE
+        status = step_state.status
+        recovered = status is StepStatuses.RUNNING  # a call a crash cut short: made again
+        if not recovered and status is not StepStatuses.WAITING:
+            if step_state.retry_at is not None and not await self._wait_until(step_state.retry_at):
+                return  # a message (a cancel) changed the course
+            if before_pivot and state.deadline_at is not None and time.time() >= state.deadline_at:
+                self._begin_compensation(str(SagaDeadlineError(saga.name, state.id)))
+                return
+            self.record_new(_START, step.name, step_state.attempts + 1, None)
+        if self.pending:
+            await self.flush()
+        attempt = step_state.attempts
+        ctx = StepContext(
+            state.id,
+            saga.name,
+            step.name,
+            attempt,
+            f"{state.id}:{step.name}:action",
+            state.input_json,
+            state.results,
+            state.signals,
+            step_state.waiting,
+        )
+        if step.timeout is None and state.deadline_at is None and step.action_is_async:
+            try:
+                value = await step.action(ctx)
+            except Exception as error:
+                outcome = _Outcome(error=_describe(error), exception=error)
+            except WaitForMessage as wait:
+                await self._park(step_state, attempt, wait, "action")
+                return
+            else:
+                try:
+                    result = encode(value)
+                except ENCODE_ERRORS:
+                    outcome = _recorded(value, saga.name, step.name)  # says why, as a failure
+                else:
+                    self.record_new(RecordTypes.STEP_SUCCEEDED, step.name, attempt, result)
+                    return
+        else:
+            timeout, by_deadline = self._timeout(step, step_state, before_pivot, recovered)
+            try:
+                outcome = await _call(
+                    step.action, step.action_is_async, ctx, timeout, saga.name, step.name
+                )
+            except WaitForMessage as wait:
+                await self._park(step_state, attempt, wait, "action")
+                return
+            if by_deadline and isinstance(outcome.exception, StepTimeoutError):
+                late = SagaDeadlineError(saga.name, state.id)
+                outcome = _Outcome(error=_describe(late), exception=late)
+        if outcome.error is None:
+            self.record_new(RecordTypes.STEP_SUCCEEDED, step.name, attempt, outcome.result)
+            return
+        policy_attempt = attempt - step_state.retry_base
+        retry_at = _retry_at(step.retry_policy, policy_attempt, outcome)
+        failed = encode({"error": outcome.error, "retry_at": retry_at})
+        self.record_new(RecordTypes.STEP_FAILED, step.name, attempt, failed)
+        if retry_at is not None:
+            return
+        reason = f"step {step.name!r} failed: {outcome.error['message']}"
+        if before_pivot:
+            self._begin_compensation(reason)
+        else:
+            self._needs_attention(reason, [])
+
+    async def _compensate(self) -> None:
+        state, saga = self.state, self.plan.saga
+        step_state = self._next_to_compensate()
+        if step_state is None:
+            stuck = [s.name for s in state.steps if s.status is StepStatuses.COMPENSATION_FAILED]
+            if stuck:
+                self._needs_attention(
+                    f"{state.reason}; compensation did not finish for {', '.join(stuck)}", stuck
+                )
+            else:
+                self.record_new(RecordTypes.SAGA_COMPENSATED, None, 0, None)
+            return
+        step = saga.get(step_state.name)
+        recovered = step_state.status is StepStatuses.COMPENSATING
+        if not _compensation_in_flight(step_state):
+            if step_state.retry_at is not None:
+                await self._wait_until(step_state.retry_at)
+            attempt = step_state.compensation_attempts + 1
+            self.record_new(_COMP_START, step.name, attempt, None)
+        await self.flush()
+        attempt = step_state.compensation_attempts
+        ctx = CompensationContext(
+            state.id,
+            saga.name,
+            step.name,
+            attempt,
+            f"{state.id}:{step.name}:compensation",
+            f"{state.id}:{step.name}:action",
+            state.input_json,
+            None if step_state.result is None else decode(step_state.result),
+            step_state.error,
+            state.results,
+            state.signals,
+            step_state.waiting,
+        )
+        assert step.compensation is not None  # only compensatable steps are picked
+        timeout = _remaining(step.timeout, step_state) if recovered else step.timeout
+        try:
+            outcome = await _call(
+                step.compensation, step.compensation_is_async, ctx, timeout, saga.name, step.name
+            )
+        except WaitForMessage as wait:
+            await self._park(step_state, attempt, wait, "compensation")
+            return
+        if outcome.error is None:
+            self.record_new(RecordTypes.COMPENSATION_SUCCEEDED, step.name, attempt, None)
+            return
+        policy_attempt = attempt - step_state.compensation_retry_base
+        retry_at = _retry_at(step.compensation_retry, policy_attempt, outcome)
+        failed = encode({"error": outcome.error, "retry_at": retry_at})
+        self.record_new(RecordTypes.COMPENSATION_FAILED, step.name, attempt, failed)
+
+    def _next_to_compensate(self) -> StepState | None:
+        """The next step to undo: last completed first, a partly done failed step before all."""
+        state, saga = self.state, self.plan.saga
+        order = list(reversed(state.completed))
+        partial = [  # started, never succeeded, and may have done part of its work
+            s.name
+            for s in state.steps
+            if s.attempts > 0
+            and s.name not in state.raw_results
+            and saga.get(s.name).compensate_on_failure
+        ]
+        for name in partial + order:
+            step_state = state.by_name[name]
+            status = step_state.status
+            if status is StepStatuses.COMPENSATED or saga.get(name).compensation is None:
+                continue
+            if status is StepStatuses.COMPENSATION_FAILED and step_state.retry_at is None:
+                continue
+            return step_state
+        return None
+
+    async def _park(
+        self, step_state: StepState, attempt: int, wait: WaitForMessage, role: str
+    ) -> None:
+        """A call waits for a message: record it once, then wait (here, or handed back)."""
+        waiting = {"signal": wait.name, "until": wait.until, "role": role}
+        if step_state.waiting != waiting or step_state.status is not StepStatuses.WAITING:
+            self.record_new(RecordTypes.STEP_WAITING, step_state.name, attempt, encode(waiting))
+        await self._wait_until(wait.until)
+
+    async def _wait_until(self, due_at: float | None) -> bool:
+        """Wait for ``due_at`` (None: for ever) or a message, whichever comes first.
+
+        Returns whether the saga still goes the way it went (a message may cancel it).
+        Waits here in the process unless they are handed back, in which case the drive
+        ends and the store keeps the due time.
+        """
+        await self.flush()
+        status = self.state.status
+        if self.hand_back and (due_at is None or due_at - time.time() > _SHORT_WAIT):
+            raise Suspended(due_at)
+        while due_at is None or time.time() < due_at:
+            if await self.store.messages(self.state.id, after=self.state.last_message):
+                break
+            left = _IDLE_CHECK if due_at is None else min(due_at - time.time(), _IDLE_CHECK)
+            if left > 0:
+                await self.store.changed(self.state.id, left)
+        await self.take_messages()
+        await self.flush()
+        return self.state.status is status
+
+    def _begin_compensation(self, reason: str) -> None:
+        self.record_new(RecordTypes.SAGA_COMPENSATING, None, 0, encode({"reason": reason}))
+
+    def _needs_attention(self, reason: str, failed: list[str]) -> None:
+        data = encode({"reason": reason, "failed": failed})
+        self.record_new(RecordTypes.SAGA_NEEDS_ATTENTION, None, 0, data)
+
+    def _timeout(
+        self, step: Step, step_state: StepState, before_pivot: bool, recovered: bool
+    ) -> tuple[float | None, bool]:
+        """The call's time limit, and whether it is the saga's deadline that sets it."""
+        limit = _remaining(step.timeout, step_state) if recovered else step.timeout
+        deadline = self.state.deadline_at
+        if deadline is None or not before_pivot:
+            return limit, False
+        left = max(deadline - time.time(), 0.0)
+        if limit is None or left < limit:
+            return left, True
+        return limit, False
+
+
+_SHORT_WAIT = 0.05
+"""A wait this short is cheaper to sleep through than to hand back and claim again."""
+_IDLE_CHECK = 5.0
+"""Longest in-process wait between looks at the inbox (stores also wake waiters early)."""
+
+
+def _compensation_in_flight(step_state: StepState) -> bool:
+    status = step_state.status
+    if status is StepStatuses.COMPENSATING:
+        return True
+    waiting = step_state.waiting
+    return (
+        status is StepStatuses.WAITING and waiting is not None and waiting["role"] == "compensation"
+    )
+
+
+def _remaining(timeout: float | None, step_state: StepState) -> float | None:
+    """A call's time limit counts from its start: a call made again after a crash gets
+    only what is left of it, so a restart does not grant a hung call a second timeout."""
+    if timeout is None or step_state.started_at is None:
+        return timeout
+    return max(step_state.started_at + timeout - time.time(), 0.0)
+
+
+def _retry_at(policy: Retry, attempt: int, outcome: _Outcome) -> float | None:
+    error = outcome.exception
+    if error is None or isinstance(error, _FINAL):
+        return None
+    if not policy.allows_another(attempt, error):
+        return None
+    return time.time() + policy.delay(attempt)
+
+
+class _Outcome:
+    """How one call ended: a JSON result, or an error (and whether it may be retried)."""
+
+    __slots__ = ("error", "exception", "result")
+
+    def __init__(
+        self,
+        result: str | None = None,
+        error: dict[str, str] | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        self.result = result
+        self.error = error
+        self.exception = exception
+
+
+async def _call(
+    fn: Callable[[Any], Any],
+    is_async: bool,
+    ctx: StepContext | CompensationContext,
+    timeout: float | None,
+    saga: str,
+    step: str,
+) -> _Outcome:
+    """Call an action or compensation; never raises an ``Exception`` the user code raised."""
+    try:
+        if timeout is None:
+            value = await fn(ctx) if is_async else await asyncio.to_thread(fn, ctx)
+        else:
+            async with asyncio.timeout(timeout) as scope:
+                try:
+                    value = await fn(ctx) if is_async else await asyncio.to_thread(fn, ctx)
+                except asyncio.CancelledError:
+                    if scope.expired():
+                        raise StepTimeoutError(saga, step, timeout) from None
+                    raise
+    except Exception as error:
+        return _Outcome(error=_describe(error), exception=error)
+    if isinstance(ctx, CompensationContext):
+        return _Outcome()
+    return _recorded(value, saga, step)
+
+
+def _recorded(value: Any, saga: str, step: str) -> _Outcome:
+    """The outcome of an action that returned ``value``: its JSON, or why it has none."""
+    try:
+        return _Outcome(result=encode(value))
+    except ENCODE_ERRORS as cause:
+        refused = SerializationError(saga, "the result", cause, step)
+        return _Outcome(error=_describe(refused), exception=refused)
+
+
+def _describe(error: BaseException) -> dict[str, str]:
+    kind = type(error)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    return {"type": name, "message": str(error) or name}

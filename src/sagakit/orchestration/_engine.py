@@ -1,0 +1,348 @@
+"""The engine: starts saga instances, drives them, and resumes them after a crash.
+
+Everything the engine knows about an instance is a :class:`~sagakit.log.SagaState`
+folded from its log, driven by a :class:`~sagakit.orchestration._driver.Driver`; so resuming only has to
+rebuild the state from the store. An engine holds a lease on every instance it drives and
+renews it while it works, so that other engines and workers sharing the store leave the
+instance alone, and take it over if this process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sagakit.errors import (
+    SagaDefinitionError,
+    UnknownSagaError,
+    UnregisteredSagaError,
+)
+from sagakit.log import Instance, Record, Results, SagaState, SagaStatus
+from sagakit.log._codec import encode
+from sagakit.log._fast import RecordTypes
+from sagakit.log._records import TERMINAL
+from sagakit.orchestration._definition import Saga
+from sagakit.orchestration._driver import Driver
+from sagakit.orchestration._plan import Plan, new_saga_id
+from sagakit.store import Store, StoredSaga
+
+DEFAULT_LEASE = 30.0
+"""Seconds an engine holds an instance without renewing; renewed every third of it."""
+
+
+@dataclass(slots=True)
+class SagaResult:
+    """What became of a saga instance (so far, if ``status`` is not terminal)."""
+
+    saga_id: str
+    name: str
+    version: int
+    status: SagaStatus
+    results: Results
+    """The recorded result of every step whose action succeeded."""
+    reason: str | None = None
+    """Why the saga compensated or needs attention."""
+    failed_compensations: tuple[str, ...] = ()
+    due_at: float | None = None
+    """For an unfinished saga handed back to the store: when it is due again."""
+
+    @classmethod
+    def of(cls, state: SagaState, due_at: float | None = None) -> SagaResult:
+        return cls(
+            state.id,
+            state.name,
+            state.version,
+            state.status,
+            state.results,
+            state.reason,
+            tuple(state.failed_compensations),
+            due_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How driving one instance ended: its result, or the error that stopped it."""
+
+    saga_id: str
+    result: SagaResult | None = None
+    error: Exception | None = None
+
+
+def default_owner() -> str:
+    """``host:pid:random``: who holds a lease, readable by an operator."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+class Engine:
+    """Runs and resumes instances of registered sagas against one :class:`Store`.
+
+    ``hand_back=True`` (what workers use) ends a drive at every wait longer than a moment
+    (a retry's back-off, a wait for a message) and leaves the due time to the store, so no
+    coroutine and no worker is held; otherwise the engine waits in this process.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        sagas: Iterable[Saga] = (),
+        *,
+        owner: str | None = None,
+        lease: float = DEFAULT_LEASE,
+        hand_back: bool = False,
+    ) -> None:
+        self.store = store
+        self.owner = owner or default_owner()
+        self.lease = lease
+        self.hand_back = hand_back
+        self._sagas: dict[tuple[str, int], Plan] = {}
+        self._active: dict[str, list[asyncio.Future[SagaResult]]] = {}
+        self._drivers: dict[str, Driver] = {}
+        self._renewal: asyncio.TimerHandle | None = None
+        self._renewing: set[asyncio.Task[None]] = set()
+        for saga in sagas:
+            self.register(saga)
+
+    def register(self, saga: Saga) -> None:
+        """Make ``saga`` known, so instances of it can be resumed; re-registering is a no-op."""
+        known = self._sagas.get((saga.name, saga.version))
+        if known is not None:
+            if known.saga is not saga:
+                raise SagaDefinitionError(
+                    saga.name, f"another definition is already registered as {saga.key}"
+                )
+            return
+        if not saga.steps:
+            raise SagaDefinitionError(saga.name, "a saga needs at least one step")
+        self._sagas[(saga.name, saga.version)] = Plan(saga)
+
+    async def run(self, saga: Saga, input: Any = None, *, saga_id: str | None = None) -> SagaResult:
+        """Start an instance and drive it to a terminal status (or, handing waits back,
+        as far as it goes now).
+
+        Starting is idempotent on ``saga_id``: if that instance exists already, nothing runs
+        twice; you get its outcome (awaited, if this engine is running it now), or, if it
+        is unfinished and nobody here drives it, its state as it stands: :meth:`resume`
+        is what carries on instances left by a crash.
+        Raises :class:`SerializationError` if ``input`` is not JSON, recording nothing.
+        """
+        self.register(saga)
+        plan = self._sagas[(saga.name, saga.version)]
+        saga_id = saga_id or new_saga_id()
+        if saga_id in self._active:
+            return await self._join(saga_id)
+        driver = Driver(self.store, plan, plan.begin(saga_id, input), self.hand_back)
+        return await self._track(saga_id, self._start(driver))
+
+    async def resume(
+        self, *, wait: float = 0.0, report: Callable[[Outcome], None] | None = None
+    ) -> list[SagaResult]:
+        """Carry on every unfinished instance nobody else holds, concurrently; their results.
+
+        Instances whose holder stopped renewing (it died) are taken once the lease lapses;
+        ``wait`` is how long to wait for such lapses, from now. One instance's error does
+        not stop the others: with ``report`` every outcome is reported as it comes, errors
+        included; without it the first error is raised once all are done.
+        """
+        deadline = time.time() + wait
+        outcomes: list[Outcome] = []
+
+        async def one(claimed: StoredSaga) -> None:
+            saga_id = claimed.instance.id
+            try:
+                outcome = Outcome(saga_id, result=await self.drive_claimed(claimed))
+            except Exception as error:
+                outcome = Outcome(saga_id, error=error)
+            outcomes.append(outcome)
+            if report is not None:
+                report(outcome)
+
+        while True:
+            claimed = await self.store.claim(self.owner, 1_000, self.lease, due_only=False)
+            if claimed:
+                await asyncio.gather(*(one(stored) for stored in claimed))
+                continue
+            lapse = await self._next_lapse(deadline)
+            if lapse is None:
+                break
+            await asyncio.sleep(max(lapse - time.time(), 0.0))  # a known instant, not a guess
+        errors = [o.error for o in outcomes if o.error is not None]
+        if errors and report is None:
+            raise errors[0]
+        return [o.result for o in outcomes if o.result is not None]
+
+    async def resume_saga(self, saga_id: str) -> SagaResult:
+        """Carry on one instance from its log, if nobody else holds it; a terminal one, or
+        one another engine holds, is returned as it stands."""
+        if saga_id in self._active:
+            return await self._join(saga_id)
+        if not await self.store.acquire(self.owner, saga_id, self.lease):
+            return SagaResult.of(await self.status(saga_id))
+        stored = await self.store.load(saga_id)
+        if stored is None:
+            raise UnknownSagaError(saga_id)
+        return await self.drive_claimed(stored)
+
+    async def drive_claimed(self, claimed: StoredSaga) -> SagaResult:
+        """Drive an instance this engine has just leased (by ``claim``, or ``acquire`` and
+        ``load``), from its log as it was read then."""
+        saga_id = claimed.instance.id
+        if saga_id in self._active:
+            return await self._join(saga_id)
+        return await self._track(saga_id, self._resume(claimed))
+
+    async def status(self, saga_id: str) -> SagaState:
+        """The instance's state as its log tells it now."""
+        stored = await self.store.load(saga_id)
+        if stored is None:
+            raise UnknownSagaError(saga_id)
+        return SagaState.from_records(saga_id, stored.records)
+
+    def poke(self, saga_id: str) -> None:
+        """Tell the driver of ``saga_id`` (if it is here) that a message may have come."""
+        driver = self._drivers.get(saga_id)
+        if driver is not None:
+            driver.check_inbox = True
+
+    async def _next_lapse(self, deadline: float) -> float | None:
+        """When the next lease held by someone else lapses, if that is before ``deadline``."""
+        lapses = [
+            i.lease_expires
+            for i in await self.store.unfinished()
+            if i.lease_owner not in (None, self.owner) and i.lease_expires is not None
+        ]
+        soonest = min(lapses, default=None)
+        return soonest if soonest is not None and soonest <= deadline else None
+
+    async def _join(self, saga_id: str) -> SagaResult:
+        """Wait for the outcome of an instance this engine is already driving."""
+        waiter: asyncio.Future[SagaResult] = asyncio.get_running_loop().create_future()
+        self._active[saga_id].append(waiter)
+        return await waiter
+
+    async def _track(self, saga_id: str, work: Awaitable[SagaResult]) -> SagaResult:
+        """Run ``work`` as the one drive of ``saga_id`` here; hand the lease back after."""
+        waiters: list[asyncio.Future[SagaResult]] = []
+        self._active[saga_id] = waiters
+        if self._renewal is None:
+            self._schedule_renewal()
+        try:
+            result = await work
+        except BaseException as error:
+            for waiter in waiters:
+                if not waiter.done():  # a joiner may have been cancelled
+                    waiter.set_exception(error)
+            await self._hand_back(saga_id, time.time())
+            raise
+        finally:
+            del self._active[saga_id]
+            self._drivers.pop(saga_id, None)
+        if result.status not in TERMINAL:
+            await self._hand_back(saga_id, result.due_at)
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(result)
+        return result
+
+    async def _hand_back(self, saga_id: str, due_at: float | None) -> None:
+        """Release the lease so the instance is picked up when due; never masks an error."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self.store.release(self.owner, saga_id, due_at))
+
+    def _schedule_renewal(self) -> None:
+        """Renew every third of a lease while anything is driven here (a timer, not a task,
+        so an idle engine leaves nothing running)."""
+        loop = asyncio.get_running_loop()
+        self._renewal = loop.call_later(self.lease / 3, self._renewal_due)
+
+    def _renewal_due(self) -> None:
+        self._renewal = None
+        if not self._active:
+            return
+        task = asyncio.get_running_loop().create_task(self._renew(list(self._active)))
+        self._renewing.add(task)
+        task.add_done_callback(self._renewing.discard)
+        self._schedule_renewal()
+
+    async def _renew(self, held: list[str]) -> None:
+        """Keep the leases of the instances being driven here; tell their drivers to look at
+        their inbox while at it, so a cancel reaches a busy saga within a renewal period."""
+        with contextlib.suppress(Exception):  # a store hiccup: the next round retries
+            await self.store.renew(self.owner, held, self.lease)
+        for driver in self._drivers.values():
+            driver.check_inbox = True
+
+    async def _start(self, driver: Driver) -> SagaResult:
+        """Create the instance, leased to us, with its first ``step_started``; drive it."""
+        state, saga = driver.state, driver.plan.saga
+        driver.record_new(RecordTypes.STEP_STARTED, saga.steps[0].name, 1, None)
+        at = state.records[0].at
+        instance = Instance(
+            state.id,
+            saga.name,
+            saga.version,
+            state.status,
+            at,
+            at,
+            None,
+            self.owner,
+            at + self.lease,
+        )
+        if not await self.store.create(instance, state.records):
+            return await self._existing(state.id)
+        driver.pending = []
+        return await self._drive(driver)
+
+    async def _drive(self, driver: Driver) -> SagaResult:
+        self._drivers[driver.state.id] = driver
+        due_at = await driver.drive()
+        return SagaResult.of(driver.state, due_at)
+
+    async def _existing(self, saga_id: str) -> SagaResult:
+        stored = await self.store.load(saga_id)
+        if stored is None:  # pragma: no cover - create said it exists
+            raise UnknownSagaError(saga_id)
+        return SagaResult.of(SagaState.from_records(saga_id, stored.records))
+
+    async def _resume(self, stored: StoredSaga) -> SagaResult:
+        saga_id = stored.instance.id
+        state = SagaState.from_records(saga_id, stored.records)
+        if state.status.is_terminal:
+            return SagaResult.of(state)
+        plan = self._sagas.get((state.name, state.version))
+        reason = _unfit(state, plan, self._sagas)
+        if plan is None or reason is not None:
+            record = Record(
+                len(state.records),
+                RecordTypes.SAGA_NEEDS_ATTENTION,
+                time.time(),
+                data=encode({"reason": reason, "failed": []}),
+            )
+            state.apply(record)
+            await self.store.append(saga_id, [record], state.status)
+            return SagaResult.of(state)
+        driver = Driver(self.store, plan, state, self.hand_back)
+        driver.check_inbox = stored.last_message > state.last_message  # woken by a message?
+        return await self._drive(driver)
+
+
+def _unfit(state: SagaState, plan: Plan | None, plans: dict[tuple[str, int], Plan]) -> str | None:
+    """Why this engine must not drive the instance: its definition is not registered, or
+    the registered one has other steps than the instance was started with."""
+    if plan is None:
+        known = sorted(p.saga.key for p in plans.values())
+        return str(UnregisteredSagaError(state.name, state.version, known))
+    recorded = [(s.name, s.kind) for s in state.steps]
+    registered = [(s["name"], s["kind"]) for s in plan.steps_meta]
+    if recorded != registered:
+        return (
+            f"saga {plan.saga.key} was started with steps {recorded} but is registered with "
+            f"{registered}: changing a definition needs a new version"
+        )
+    return None

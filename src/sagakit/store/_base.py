@@ -1,0 +1,165 @@
+"""The Store protocol: everything the engine and the CLI need from a saga log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sagakit.log import Instance, Message, Record, SagaStatus
+
+ANY_INSTANCE = "*"
+"""Watch this id with ``changed`` to hear of new work: a store wakes its watchers when an
+instance is created due, or a message makes one due (workers then claim at once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSaga:
+    """An instance's row and its whole log, in ``seq`` order."""
+
+    instance: Instance
+    records: list[Record]
+    last_message: int = 0
+    """The id of the newest message in the instance's inbox (0: none), so that an engine
+    reads the inbox only when it holds something the log has not taken yet."""
+
+
+class Store(Protocol):
+    """A durable, append-only saga log plus a current-state row per instance.
+
+    When ``create`` or ``append`` returns, the records are durable (for a durable store):
+    the engine relies on that to call no action before its ``*_started`` record is safe.
+    Every store passes :class:`sagakit.testing.StoreContract`.
+    """
+
+    url: str
+
+    async def create(self, instance: Instance, records: Sequence[Record]) -> bool:
+        """Record a new instance with its first records; False if the id already exists."""
+        ...
+
+    async def append(self, saga_id: str, records: Sequence[Record], status: SagaStatus) -> None:
+        """Append records (``seq`` continuing the log) and set the instance's status.
+
+        Raises :class:`~sagakit.errors.ConcurrentUpdateError` if a ``seq`` is taken, and
+        :class:`~sagakit.errors.UnknownSagaError` if there is no such instance.
+        """
+        ...
+
+    async def load(self, saga_id: str) -> StoredSaga | None:
+        """The instance and its log, or None if there is no such instance."""
+        ...
+
+    async def instances(
+        self, status: SagaStatus | None = None, limit: int | None = None
+    ) -> list[Instance]:
+        """Instances, newest first, optionally only those with ``status``."""
+        ...
+
+    async def unfinished(self) -> list[Instance]:
+        """Instances that are pending, running or compensating, oldest first."""
+        ...
+
+    async def claim(
+        self, owner: str, limit: int, lease: float, *, due_only: bool = True
+    ) -> list[StoredSaga]:
+        """Lease up to ``limit`` unfinished instances to ``owner`` for ``lease`` seconds.
+
+        Only instances nobody holds (or whose lease has lapsed) are taken, and with
+        ``due_only`` only those that are due: ``due_at`` has come, or the lease of whoever
+        drove it lapsed (it died). Earliest due first. Two owners
+        claiming at once never get the same instance (``FOR UPDATE SKIP LOCKED`` on
+        PostgreSQL). Returns the instances now held, each with its log, in the same
+        round trip: a worker drives what it claims, so a separate load would only repeat it.
+        """
+        ...
+
+    async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
+        """Lease one instance, whatever its status, if nobody else holds it."""
+        ...
+
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease: float) -> list[str]:
+        """Extend ``owner``'s leases; returns the ids it still holds (a lapsed one may be lost)."""
+        ...
+
+    async def release(self, owner: str, saga_id: str, due_at: float | None) -> None:
+        """Give up ``owner``'s lease; the instance is next due at ``due_at`` (None: not
+        until a message arrives), or sooner if a message sent while it was held made it
+        due. A terminal ``append`` releases the lease by itself."""
+        ...
+
+    async def send(self, saga_id: str, name: str, payload: str) -> Message:
+        """Put a message in an instance's inbox and make an unfinished instance due now.
+
+        Raises :class:`~sagakit.errors.UnknownSagaError` if there is no such instance.
+        """
+        ...
+
+    async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
+        """The instance's messages with ``id`` greater than ``after``, oldest first."""
+        ...
+
+    async def changed(self, saga_id: str, timeout: float) -> None:
+        """Return when the instance's row may have changed, or after ``timeout`` seconds.
+
+        Used to wait for an outcome without a busy loop; a spurious return is allowed,
+        a missed change is not (a store that cannot be told polls at a modest interval).
+        ``ANY_INSTANCE`` waits for new due work on any instance.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads; the store is unusable afterwards."""
+        ...
+
+
+class StoreWrapper:
+    """A :class:`Store` that hands every call to ``inner``: subclass it and override the
+    calls to observe or change (tracing, fault injection), and the rest keep working."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.url = inner.url
+
+    async def create(self, instance: Instance, records: Sequence[Record]) -> bool:
+        return await self.inner.create(instance, records)
+
+    async def append(self, saga_id: str, records: Sequence[Record], status: SagaStatus) -> None:
+        await self.inner.append(saga_id, records, status)
+
+    async def load(self, saga_id: str) -> StoredSaga | None:
+        return await self.inner.load(saga_id)
+
+    async def instances(
+        self, status: SagaStatus | None = None, limit: int | None = None
+    ) -> list[Instance]:
+        return await self.inner.instances(status, limit)
+
+    async def unfinished(self) -> list[Instance]:
+        return await self.inner.unfinished()
+
+    async def claim(
+        self, owner: str, limit: int, lease: float, *, due_only: bool = True
+    ) -> list[StoredSaga]:
+        return await self.inner.claim(owner, limit, lease, due_only=due_only)
+
+    async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
+        return await self.inner.acquire(owner, saga_id, lease)
+
+    async def renew(self, owner: str, saga_ids: Sequence[str], lease: float) -> list[str]:
+        return await self.inner.renew(owner, saga_ids, lease)
+
+    async def release(self, owner: str, saga_id: str, due_at: float | None) -> None:
+        await self.inner.release(owner, saga_id, due_at)
+
+    async def send(self, saga_id: str, name: str, payload: str) -> Message:
+        return await self.inner.send(saga_id, name, payload)
+
+    async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
+        return await self.inner.messages(saga_id, after)
+
+    async def changed(self, saga_id: str, timeout: float) -> None:
+        await self.inner.changed(saga_id, timeout)
+
+    async def close(self) -> None:
+        await self.inner.close()
