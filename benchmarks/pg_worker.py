@@ -23,7 +23,7 @@ from typing import Any
 
 import sagakit
 from benchmarks.order import ORDER, Clients, FakeShippingClient, Receipt, build_order_saga
-from sagakit import Outcome, Saga, Worker
+from sagakit import DriveReport, Saga, Worker
 
 REFUSED_ID = "o-refused"
 """An order id the shipping service refuses, so the saga compensates its first two steps."""
@@ -62,7 +62,7 @@ async def serve(url: str, concurrency: int, poll: float, lease: float) -> dict[s
     counts: Counter[str] = Counter()
     errors: list[str] = []
 
-    def report(outcome: Outcome) -> None:
+    def report(outcome: DriveReport) -> None:
         if outcome.error is not None:
             errors.append(f"{outcome.saga_id}: {type(outcome.error).__name__}: {outcome.error}")
         elif outcome.result is not None:

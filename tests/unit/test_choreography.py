@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sagakit.choreography import Choreography, ChoreographyStep, Outcome
+from sagakit.choreography import Choreography, ChoreographyStep, StepOutcome
 from sagakit.choreography._definition import Role
 from sagakit.errors import SagaDefinitionError
 
@@ -31,8 +31,8 @@ def declare(**overrides: Any) -> Choreography:
 def test_a_declaration_maps_each_event_to_its_step_and_outcome() -> None:
     flow = declare()
     assert flow.key == "flow@3"
-    assert flow.role("PaidLater") == Role("pay", Outcome.SUCCEEDED)
-    assert flow.role("Cancelled") == Role("create", Outcome.COMPENSATED)
+    assert flow.role("PaidLater") == Role("pay", StepOutcome.SUCCEEDED)
+    assert flow.role("Cancelled") == Role("create", StepOutcome.COMPENSATED)
     assert flow.role("Unknown") is None
     assert flow.starts == {"Created"} and flow.fails == {"Declined"}
     assert flow.steps_meta[2] == {"name": "ship", "kind": "pivot"}

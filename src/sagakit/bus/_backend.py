@@ -22,7 +22,7 @@ from sagakit.bus._consumer import Receiver, Subscription
 from sagakit.bus._event import Event
 from sagakit.errors import BrokerConnectionError, BrokerError
 
-log = logging.getLogger("sagakit.bus")
+logger = logging.getLogger("sagakit.bus")
 
 T = TypeVar("T")
 
@@ -164,7 +164,7 @@ class BrokerBackend(ABC):
                 if failures >= self.backoff.attempts:
                     raise BrokerConnectionError(self.url, f"{what}: {_reason(exc)}") from exc
                 delay = self.backoff.delay(failures)
-                log.warning("%s: %s failed (%s); again in %.2fs", self.url, what, exc, delay)
+                logger.warning("%s: %s failed (%s); again in %.2fs", self.url, what, exc, delay)
                 await asyncio.sleep(delay)
 
     def _translate(self, what: str, exc: Exception) -> NoReturn:

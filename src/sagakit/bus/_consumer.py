@@ -20,7 +20,7 @@ from sagakit.bus._base import DeadLetter, Delivery, Handler
 from sagakit.bus._event import Event
 from sagakit.errors import MalformedEventError
 
-log = logging.getLogger("sagakit.bus")
+logger = logging.getLogger("sagakit.bus")
 
 T = TypeVar("T")
 
@@ -153,7 +153,7 @@ class Subscription:
             except Exception as exc:  # a broken connection must not end the consumer
                 failures += 1
                 delay = self._backoff(failures)
-                log.warning("%s/%s: fetch failed (%s); again in %.1fs", *self._at(), exc, delay)
+                logger.warning("%s/%s: fetch failed (%s); again in %.1fs", *self._at(), exc, delay)
                 await self._while_idle(asyncio.sleep(delay))
                 continue
             failures = 0
@@ -174,7 +174,7 @@ class Subscription:
         try:
             await self._dispatch(message)
         except Exception as exc:  # the broker will redeliver what we could not settle
-            log.warning("%s/%s: could not settle a message: %r", *self._at(), exc)
+            logger.warning("%s/%s: could not settle a message: %r", *self._at(), exc)
 
     async def _dispatch(self, message: Incoming) -> None:
         if message.problem is not None:
@@ -196,7 +196,7 @@ class Subscription:
         if message.attempt >= self.max_attempts:
             await self._bury(message, error)
             return
-        log.info("%s/%s: attempt %d failed: %s", *self._at(), message.attempt, error)
+        logger.info("%s/%s: attempt %d failed: %s", *self._at(), message.attempt, error)
         await self._receiver.retry(message)
 
     async def _call(self, delivery: Delivery, message: Incoming) -> None:
@@ -219,10 +219,10 @@ class Subscription:
             try:
                 await self._receiver.touch(message)
             except Exception as exc:
-                log.warning("%s/%s: could not renew a message: %r", *self._at(), exc)
+                logger.warning("%s/%s: could not renew a message: %r", *self._at(), exc)
 
     async def _bury(self, message: Incoming, error: str) -> None:
-        log.warning("%s/%s: dead-lettering a message: %s", *self._at(), error)
+        logger.warning("%s/%s: dead-lettering a message: %s", *self._at(), error)
         letter = DeadLetter(
             self.stream, self.group, error, message.attempt, time.time(), message.data
         )

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
     from nats.js.api import ConsumerConfig
 
-log = logging.getLogger("sagakit.bus")
+logger = logging.getLogger("sagakit.bus")
 
 
 EVENTS_MAX_AGE = 7 * 24 * 3600.0
@@ -81,11 +81,11 @@ class NatsJetStreamBroker(BrokerBackend):
         self._ready = set()
 
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("%s: %r", self.url, exc)
+        logger.debug("%s: %r", self.url, exc)
 
     async def _on_disconnect(self) -> None:
         if not self._closed:
-            log.warning("%s: disconnected; reconnecting", self.url)
+            logger.warning("%s: disconnected; reconnecting", self.url)
 
     @property
     def jetstream(self) -> JetStreamContext:

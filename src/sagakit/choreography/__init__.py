@@ -5,7 +5,7 @@ its outbox; its :class:`Relay` publishes the outbox; a :class:`Tracker` rebuilds
 timeline in the saga log from the events a :class:`Choreography` declares.
 """
 
-from sagakit.choreography._definition import Choreography, ChoreographyStep, Outcome
+from sagakit.choreography._definition import Choreography, ChoreographyStep, StepOutcome
 from sagakit.choreography._outbox import (
     LocalDatabase,
     OutboxTransaction,
@@ -21,12 +21,12 @@ __all__ = [
     "ChoreographyStep",
     "LocalDatabase",
     "OutboxTransaction",
-    "Outcome",
     "Pending",
     "Relay",
     "RelayPass",
     "Service",
     "SqliteDatabase",
+    "StepOutcome",
     "Tracker",
     "Transaction",
 ]

@@ -22,7 +22,7 @@ is that knowledge, written down once::
         max_gap=60.0,
     )
 
-Each event type says what happened to one step (:class:`Outcome`); ``starts`` begin a saga,
+Each event type says what happened to one step (:class:`StepOutcome`); ``starts`` begin a saga,
 ``completes`` and ``compensated`` end it, ``fails`` turn it to compensating and
 ``needs_attention`` end it in a person's hands. A saga that hears nothing for ``max_gap``
 seconds before it ends is reported stuck. Mistakes are :class:`SagaDefinitionError` at once.
@@ -41,7 +41,7 @@ Events = str | Collection[str]
 """One event type, or several."""
 
 
-class Outcome(StrEnum):
+class StepOutcome(StrEnum):
     """What an event says about its step; each becomes the saga log record of that name."""
 
     STARTED = "started"
@@ -56,7 +56,7 @@ class Role:
     """An event type's meaning in its choreography."""
 
     step: str
-    outcome: Outcome
+    outcome: StepOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +71,13 @@ class ChoreographyStep:
     started: Events = ()
     kind: StepKind | str = StepKind.COMPENSATABLE
 
-    def events(self, outcome: Outcome) -> tuple[str, ...]:
+    def events(self, outcome: StepOutcome) -> tuple[str, ...]:
         """The event types that report ``outcome`` for this step."""
         return _types(getattr(self, outcome.value))
 
     def roles(self) -> Iterable[tuple[str, Role]]:
         """``(event type, role)`` for every event the step declares."""
-        for outcome in Outcome:
+        for outcome in StepOutcome:
             for event_type in self.events(outcome):
                 yield event_type, Role(self.name, outcome)
 

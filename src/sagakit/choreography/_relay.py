@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sagakit.bus import Backoff, Broker
 from sagakit.choreography._outbox import LocalDatabase, Pending
 
-log = logging.getLogger("sagakit.relay")
+logger = logging.getLogger("sagakit.relay")
 
 RELAY_BACKOFF = Backoff(attempts=1, first=0.2, cap=5.0)
 """Waits between passes while the broker fails: 0.2 s doubling to 5 s (``attempts`` unused)."""
@@ -85,7 +85,7 @@ class Relay:
             if outcome.error is not None:
                 failures += 1
                 delay = self.backoff.delay(failures)
-                log.warning(
+                logger.warning(
                     "%s: %d event(s) wait in the outbox: %s; next try in %.1fs",
                     self.name,
                     outcome.read - outcome.sent,
@@ -95,7 +95,7 @@ class Relay:
                 await _first_of([stop], delay)  # a wake must not cut a back-off short
                 continue
             if failures:
-                log.info("%s: publishing again after %d failed pass(es)", self.name, failures)
+                logger.info("%s: publishing again after %d failed pass(es)", self.name, failures)
             failures = 0
             if outcome.read < self.batch:
                 await _first_of([stop, self._wakeup], self.poll)

@@ -40,7 +40,7 @@ from sagakit.choreography._outbox import LocalDatabase, OutboxTransaction, Sqlit
 from sagakit.choreography._relay import RELAY_BACKOFF, Relay
 from sagakit.errors import BrokerConnectionError, ServiceDefinitionError
 
-log = logging.getLogger("sagakit.service")
+logger = logging.getLogger("sagakit.service")
 
 EventHandler = Callable[[Event, "Transaction"], Awaitable[None] | None]
 """``async def handler(event, tx)`` or a plain function; it does the service's local work."""
@@ -296,7 +296,9 @@ async def subscribe_retrying(
         except BrokerConnectionError as error:
             failures += 1
             delay = backoff.delay(failures)
-            log.error("%s: cannot subscribe to %r: %s; again in %.1fs", group, stream, error, delay)
+            logger.error(
+                "%s: cannot subscribe to %r: %s; again in %.1fs", group, stream, error, delay
+            )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await stop.wait()

@@ -39,14 +39,14 @@ from typing import Any
 
 from sagakit.bus import Broker, Delivery, Event, Subscription
 from sagakit.bus._base import check_name
-from sagakit.choreography._definition import Choreography, Outcome, Role
+from sagakit.choreography._definition import Choreography, Role, StepOutcome
 from sagakit.choreography._service import subscribe_all
 from sagakit.errors import ConcurrentUpdateError, SagaDefinitionError
 from sagakit.log import Instance, Record, RecordType, SagaState, SagaStatus, StepStatus
 from sagakit.log._codec import decode, encode
 from sagakit.store import Store
 
-log = logging.getLogger("sagakit.tracker")
+logger = logging.getLogger("sagakit.tracker")
 
 TRACKER_GROUP = "sagakit-tracker"
 LEASE_OWNER = "sagakit-tracker"
@@ -140,12 +140,12 @@ class Tracker:
             return False
         state = tracked.state
         if (state.name, state.version) != (choreography.name, choreography.version):
-            log.warning(
+            logger.warning(
                 "%s: event %s (%s) of %s is not this saga's; ignored",
                 *(saga_id, event.id, event.type, choreography.key),
             )
             return False
-        records = _Timeline(choreography, state).add(event)
+        records = _EventRecords(choreography, state).add(event)
         try:
             await self.store.append(saga_id, records, state.status)
         except BaseException:
@@ -156,7 +156,7 @@ class Tracker:
 
     async def _create(self, choreography: Choreography, event: Event) -> bool:
         state = SagaState(event.correlation_id)
-        timeline = _Timeline(choreography, state)
+        timeline = _EventRecords(choreography, state)
         records = timeline.start(event) + timeline.add(event)
         instance = Instance(
             state.id,
@@ -216,13 +216,13 @@ class Tracker:
         gap = now - state.records[-1].at
         if gap <= choreography.max_gap:
             return False
-        record = _Timeline(choreography, state).stuck(now, gap)
+        record = _EventRecords(choreography, state).stuck(now, gap)
         try:
             await self.store.append(saga_id, [record], state.status)
         except BaseException:
             self._cache.pop(saga_id, None)
             raise
-        log.warning("%s: %s", saga_id, state.reason)
+        logger.warning("%s: %s", saga_id, state.reason)
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -257,10 +257,10 @@ class Tracker:
             try:
                 await self.check_stuck()
             except Exception as error:  # the saga log may be briefly unavailable
-                log.warning("looking for stuck sagas failed: %r", error)
+                logger.warning("looking for stuck sagas failed: %r", error)
 
 
-class _Timeline:
+class _EventRecords:
     """Turns events into saga log records, applying each to ``state`` as it is made."""
 
     def __init__(self, choreography: Choreography, state: SagaState) -> None:
@@ -293,22 +293,23 @@ class _Timeline:
         step = self.state.by_name[role.step]
         facts = _facts(event)
         at, outcome = event.time, role.outcome
-        if outcome is Outcome.STARTED or (
-            outcome in (Outcome.SUCCEEDED, Outcome.FAILED) and step.status is not StepStatus.RUNNING
+        if outcome is StepOutcome.STARTED or (
+            outcome in (StepOutcome.SUCCEEDED, StepOutcome.FAILED)
+            and step.status is not StepStatus.RUNNING
         ):
-            data = facts if outcome is Outcome.STARTED else None
+            data = facts if outcome is StepOutcome.STARTED else None
             self._add(RecordType.STEP_STARTED, at, step.name, step.attempts + 1, data)
-        if outcome is Outcome.SUCCEEDED:
+        if outcome is StepOutcome.SUCCEEDED:
             result = {**facts, "payload": event.payload}
             self._add(RecordType.STEP_SUCCEEDED, at, step.name, step.attempts, result)
-        elif outcome is Outcome.FAILED:
+        elif outcome is StepOutcome.FAILED:
             failure = {"error": _error(event), "retry_at": None, **facts}
             self._add(RecordType.STEP_FAILED, at, step.name, step.attempts, failure)
-        elif outcome in (Outcome.COMPENSATED, Outcome.COMPENSATION_FAILED):
+        elif outcome in (StepOutcome.COMPENSATED, StepOutcome.COMPENSATION_FAILED):
             self._compensating(event, "compensation began")
             attempt = step.compensation_attempts + 1
             self._add(RecordType.COMPENSATION_STARTED, at, step.name, attempt, None)
-            if outcome is Outcome.COMPENSATED:
+            if outcome is StepOutcome.COMPENSATED:
                 undone = {**facts, "payload": event.payload}
                 self._add(RecordType.COMPENSATION_SUCCEEDED, at, step.name, attempt, undone)
             else:
@@ -354,7 +355,7 @@ class _Timeline:
             undone = [
                 s.name
                 for s in choreography.steps
-                if s.events(Outcome.COMPENSATED)
+                if s.events(StepOutcome.COMPENSATED)
                 and state.by_name[s.name].status is StepStatus.SUCCEEDED
             ]
         data = {"reason": reason, "failed": undone}
@@ -365,13 +366,13 @@ class _Timeline:
         state = self.state
         if state.status is SagaStatus.COMPENSATING:
             for step in reversed(self.choreography.steps):
-                undo = step.events(Outcome.COMPENSATED)
+                undo = step.events(StepOutcome.COMPENSATED)
                 if undo and state.by_name[step.name].status is StepStatus.SUCCEEDED:
                     return sorted(undo)
             return sorted(self.choreography.compensated)
         for step in self.choreography.steps:
             if state.by_name[step.name].status in (StepStatus.PENDING, StepStatus.RUNNING):
-                return sorted(step.events(Outcome.SUCCEEDED) + step.events(Outcome.FAILED))
+                return sorted(step.events(StepOutcome.SUCCEEDED) + step.events(StepOutcome.FAILED))
         return sorted(self.choreography.completes)
 
     def _add(self, kind: RecordType, at: float, step: str | None, attempt: int, data: Any) -> None:

@@ -32,7 +32,7 @@ from sagakit.log import SagaState, SagaStatus, StepStatus
 from sagakit.orchestration import (
     DEFAULT_LEASE,
     Client,
-    Outcome,
+    DriveReport,
     Saga,
     Worker,
     load_sagas,
@@ -274,9 +274,9 @@ def worker(
 async def _work(
     url: str, sagas: list[Saga], once: bool, concurrency: int, lease: float, poll: float
 ) -> int:
-    outcomes: list[Outcome] = []
+    outcomes: list[DriveReport] = []
 
-    def report(outcome: Outcome) -> None:
+    def report(outcome: DriveReport) -> None:
         outcomes.append(outcome)
         typer.echo(_describe(outcome))
 
@@ -357,7 +357,7 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-def _describe(outcome: Outcome) -> str:
+def _describe(outcome: DriveReport) -> str:
     if outcome.error is not None:
         return f"{outcome.saga_id}  error: {outcome.error}"
     result = outcome.result

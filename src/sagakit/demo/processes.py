@@ -33,7 +33,7 @@ from sagakit.choreography._relay import RELAY_BACKOFF
 from sagakit.demo._choreography import SERVICES, STREAM, build_service
 from sagakit.errors import BrokerConnectionError, SagakitError
 
-log = logging.getLogger("sagakit.demo")
+logger = logging.getLogger("sagakit.demo")
 
 READY = "ready"
 
@@ -109,7 +109,7 @@ async def connect_retrying(
         except BrokerConnectionError as error:
             failures += 1
             delay = RELAY_BACKOFF.delay(failures)
-            log.error("%s; again in %.1fs", error, delay)
+            logger.error("%s; again in %.1fs", error, delay)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await stop.wait()

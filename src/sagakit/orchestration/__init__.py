@@ -10,7 +10,7 @@ from sagakit.orchestration._apps import load_sagas
 from sagakit.orchestration._client import Client
 from sagakit.orchestration._context import CompensationContext, StepContext
 from sagakit.orchestration._definition import Saga, Step
-from sagakit.orchestration._engine import DEFAULT_LEASE, Engine, Outcome, SagaResult
+from sagakit.orchestration._engine import DEFAULT_LEASE, DriveReport, Engine, SagaResult
 from sagakit.orchestration._plan import idempotency_key, new_saga_id
 from sagakit.orchestration._worker import Worker, resume_all
 
@@ -18,8 +18,8 @@ __all__ = [
     "DEFAULT_LEASE",
     "Client",
     "CompensationContext",
+    "DriveReport",
     "Engine",
-    "Outcome",
     "Retry",
     "Saga",
     "SagaResult",

@@ -153,7 +153,7 @@ class Driver:
             try:
                 value = await step.action(ctx)
             except Exception as error:
-                outcome = _Outcome(error=_describe(error), exception=error)
+                outcome = _CallResult(error=_describe(error), exception=error)
             except WaitForMessage as wait:
                 await self._park(step_state, attempt, wait, "action")
                 return
@@ -176,7 +176,7 @@ class Driver:
                 return
             if by_deadline and isinstance(outcome.exception, StepTimeoutError):
                 late = SagaDeadlineError(saga.name, state.id)
-                outcome = _Outcome(error=_describe(late), exception=late)
+                outcome = _CallResult(error=_describe(late), exception=late)
         if outcome.error is None:
             self.record_new(RecordTypes.STEP_SUCCEEDED, step.name, attempt, outcome.result)
             return
@@ -340,7 +340,7 @@ def _remaining(timeout: float | None, step_state: StepState) -> float | None:
     return max(step_state.started_at + timeout - time.time(), 0.0)
 
 
-def _retry_at(policy: Retry, attempt: int, outcome: _Outcome) -> float | None:
+def _retry_at(policy: Retry, attempt: int, outcome: _CallResult) -> float | None:
     error = outcome.exception
     if error is None or isinstance(error, _FINAL):
         return None
@@ -349,7 +349,7 @@ def _retry_at(policy: Retry, attempt: int, outcome: _Outcome) -> float | None:
     return time.time() + policy.delay(attempt)
 
 
-class _Outcome:
+class _CallResult:
     """How one call ended: a JSON result, or an error (and whether it may be retried)."""
 
     __slots__ = ("error", "exception", "result")
@@ -372,7 +372,7 @@ async def _call(
     timeout: float | None,
     saga: str,
     step: str,
-) -> _Outcome:
+) -> _CallResult:
     """Call an action or compensation; never raises an ``Exception`` the user code raised."""
     try:
         if timeout is None:
@@ -386,19 +386,19 @@ async def _call(
                         raise StepTimeoutError(saga, step, timeout) from None
                     raise
     except Exception as error:
-        return _Outcome(error=_describe(error), exception=error)
+        return _CallResult(error=_describe(error), exception=error)
     if isinstance(ctx, CompensationContext):
-        return _Outcome()
+        return _CallResult()
     return _recorded(value, saga, step)
 
 
-def _recorded(value: Any, saga: str, step: str) -> _Outcome:
+def _recorded(value: Any, saga: str, step: str) -> _CallResult:
     """The outcome of an action that returned ``value``: its JSON, or why it has none."""
     try:
-        return _Outcome(result=encode(value))
+        return _CallResult(result=encode(value))
     except ENCODE_ERRORS as cause:
         refused = SerializationError(saga, "the result", cause, step)
-        return _Outcome(error=_describe(refused), exception=refused)
+        return _CallResult(error=_describe(refused), exception=refused)
 
 
 def _describe(error: BaseException) -> dict[str, str]:

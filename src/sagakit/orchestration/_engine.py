@@ -1,8 +1,8 @@
 """The engine: starts saga instances, drives them, and resumes them after a crash.
 
 Everything the engine knows about an instance is a :class:`~sagakit.log.SagaState`
-folded from its log, driven by a :class:`~sagakit.orchestration._driver.Driver`; so resuming only has to
-rebuild the state from the store. An engine holds a lease on every instance it drives and
+folded from its log, driven by a :class:`~sagakit.orchestration._driver.Driver`; so
+resuming only has to rebuild the state from the store. An engine holds a lease on every instance it drives and
 renews it while it works, so that other engines and workers sharing the store leave the
 instance alone, and take it over if this process dies.
 """
@@ -67,7 +67,7 @@ class SagaResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class DriveReport:
     """How driving one instance ended: its result, or the error that stopped it."""
 
     saga_id: str
@@ -141,7 +141,7 @@ class Engine:
         return await self._track(saga_id, self._start(driver))
 
     async def resume(
-        self, *, wait: float = 0.0, report: Callable[[Outcome], None] | None = None
+        self, *, wait: float = 0.0, report: Callable[[DriveReport], None] | None = None
     ) -> list[SagaResult]:
         """Carry on every unfinished instance nobody else holds, concurrently; their results.
 
@@ -151,14 +151,14 @@ class Engine:
         included; without it the first error is raised once all are done.
         """
         deadline = time.time() + wait
-        outcomes: list[Outcome] = []
+        outcomes: list[DriveReport] = []
 
         async def one(claimed: StoredSaga) -> None:
             saga_id = claimed.instance.id
             try:
-                outcome = Outcome(saga_id, result=await self.drive_claimed(claimed))
+                outcome = DriveReport(saga_id, result=await self.drive_claimed(claimed))
             except Exception as error:
-                outcome = Outcome(saga_id, error=error)
+                outcome = DriveReport(saga_id, error=error)
             outcomes.append(outcome)
             if report is not None:
                 report(outcome)

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sagakit.orchestration._definition import Saga
-from sagakit.orchestration._engine import DEFAULT_LEASE, Engine, Outcome
+from sagakit.orchestration._engine import DEFAULT_LEASE, DriveReport, Engine
 from sagakit.store import Store, StoredSaga
 from sagakit.store._base import ANY_INSTANCE
 
-Report = Callable[[Outcome], None]
+Report = Callable[[DriveReport], None]
 
 
 class Worker:
@@ -89,9 +89,9 @@ class Worker:
         try:
             result = await self.engine.drive_claimed(claimed)
         except Exception as error:  # one saga's trouble must not stop the worker
-            self.report(Outcome(claimed.instance.id, error=error))
+            self.report(DriveReport(claimed.instance.id, error=error))
         else:
-            self.report(Outcome(claimed.instance.id, result=result))
+            self.report(DriveReport(claimed.instance.id, result=result))
 
     async def _idle(self, stop: asyncio.Event, news: asyncio.Future[None]) -> None:
         """Wait for a reason to claim again: a freed slot when full, else news of due work

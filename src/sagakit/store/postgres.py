@@ -263,7 +263,7 @@ _DRIVER_ERRORS = (
 )
 
 _Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
-_Outcome: TypeAlias = tuple[bool, Any]
+_Settled: TypeAlias = tuple[bool, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -551,7 +551,7 @@ class PostgresStore:
         finally:
             self._flushing -= 1
 
-    async def _commit(self, writes: list[_Write]) -> list[_Outcome]:
+    async def _commit(self, writes: list[_Write]) -> list[_Settled]:
         """Commit on an idle writer connection (a new one if none is idle); a connection
         that failed or was interrupted mid-statement is closed, not reused."""
         conn = None
@@ -627,7 +627,7 @@ async def migrate(url: str) -> int:
             await conn.close()
 
 
-async def commit_batch(conn: _Conn, writes: list[_Write]) -> list[_Outcome]:
+async def commit_batch(conn: _Conn, writes: list[_Write]) -> list[_Settled]:
     """Commit ``writes`` in one statement, or one by one if the batch has a conflict.
 
     Outcomes line up with ``writes``: ``(True, result)`` or ``(False, error)``.
@@ -643,14 +643,14 @@ async def commit_batch(conn: _Conn, writes: list[_Write]) -> list[_Outcome]:
     return await _one_by_one(conn, writes)
 
 
-async def _one_by_one(conn: _Conn, writes: list[_Write]) -> list[_Outcome]:
+async def _one_by_one(conn: _Conn, writes: list[_Write]) -> list[_Settled]:
     """One transaction, each write under a savepoint; rows locked in id order first."""
     async with conn.transaction():
         await conn.execute(_LOCK_IN_ORDER, sorted({write.saga_id for write in writes}))
         return [await _savepointed(conn, write) for write in writes]
 
 
-async def _savepointed(conn: _Conn, write: _Write) -> _Outcome:
+async def _savepointed(conn: _Conn, write: _Write) -> _Settled:
     try:
         async with conn.transaction():
             row = await conn.fetchrow(_WRITE, *_arrays([write]))
@@ -662,7 +662,7 @@ async def _savepointed(conn: _Conn, write: _Write) -> _Outcome:
     return _outcomes([write], set(row[0]), set(row[1]))[0]
 
 
-def _settle(batch: list[tuple[_Write, asyncio.Future[Any]]], outcomes: list[_Outcome]) -> None:
+def _settle(batch: list[tuple[_Write, asyncio.Future[Any]]], outcomes: list[_Settled]) -> None:
     for (_, done), (ok, value) in zip(batch, outcomes, strict=True):
         if done.done():  # the caller was cancelled; its write landed anyway
             continue
@@ -672,8 +672,8 @@ def _settle(batch: list[tuple[_Write, asyncio.Future[Any]]], outcomes: list[_Out
             done.set_exception(value)
 
 
-def _outcomes(writes: list[_Write], created: set[str], updated: set[str]) -> list[_Outcome]:
-    outcomes: list[_Outcome] = []
+def _outcomes(writes: list[_Write], created: set[str], updated: set[str]) -> list[_Settled]:
+    outcomes: list[_Settled] = []
     for write in writes:
         if isinstance(write, _Create):
             outcomes.append((True, write.saga_id in created))
