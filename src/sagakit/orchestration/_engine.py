@@ -2,9 +2,9 @@
 
 Everything the engine knows about an instance is a :class:`~sagakit.log.SagaState`
 folded from its log, driven by a :class:`~sagakit.orchestration._driver.Driver`; so
-resuming only has to rebuild the state from the store. An engine holds a lease on every instance it drives and
-renews it while it works, so that other engines and workers sharing the store leave the
-instance alone, and take it over if this process dies.
+resuming only has to rebuild the state from the store. An engine holds a lease on every
+instance it drives and renews it while it works, so that other engines and workers sharing
+the store leave the instance alone, and take it over if this process dies.
 """
 
 from __future__ import annotations
