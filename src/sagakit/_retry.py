@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from sagakit.errors import InvalidArgumentError
+
 
 @dataclass(frozen=True, slots=True)
 class Retry:
@@ -25,11 +27,15 @@ class Retry:
 
     def __post_init__(self) -> None:
         if self.attempts is not None and self.attempts < 1:
-            raise ValueError(f"Retry.attempts must be at least 1 or None, not {self.attempts}")
+            raise InvalidArgumentError(
+                f"Retry.attempts must be at least 1 or None, not {self.attempts}"
+            )
         if self.backoff < 0 or self.max_backoff < 0 or self.multiplier < 1:
-            raise ValueError("Retry needs backoff >= 0, max_backoff >= 0 and multiplier >= 1")
+            raise InvalidArgumentError(
+                "Retry needs backoff >= 0, max_backoff >= 0 and multiplier >= 1"
+            )
         if not 0 <= self.jitter <= 1:
-            raise ValueError(f"Retry.jitter must be between 0 and 1, not {self.jitter}")
+            raise InvalidArgumentError(f"Retry.jitter must be between 0 and 1, not {self.jitter}")
 
     def allows_another(self, attempt: int, error: BaseException) -> bool:
         """After ``attempt`` (1-based) failed with ``error``, may we try again?"""

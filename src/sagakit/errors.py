@@ -3,7 +3,10 @@
 ::
 
     SagakitError
-    ├── SagaDefinitionError        a saga was declared wrongly (raised at declaration)
+    ├── InvalidArgumentError       an argument that cannot work; also a ValueError
+    │   ├── SagaDefinitionError        a saga was declared wrongly (raised at declaration)
+    │   ├── ServiceDefinitionError     a choreographed service's handlers were declared wrongly
+    │   └── AppReferenceError          ``--app`` does not lead to saga definitions
     ├── SerializationError         an input or a step result is not JSON
     ├── StepTimeoutError           a step or compensation ran past its timeout
     ├── SagaDeadlineError          the saga ran past its deadline
@@ -13,19 +16,21 @@
     ├── SignalTimeoutError         a step's wait for a message timed out
     ├── OperatorActionError        retry / resolve / cancel does not fit the saga's state
     ├── ResultTimeoutError         the outcome was not there within the caller's timeout
-    ├── AppReferenceError          ``--app`` does not lead to saga definitions
     ├── StoreError                 the saga log cannot be used
-    │   ├── UnsupportedDatabaseError   the --db URL names a scheme we do not support
+    │   ├── InvalidStoreURLError*      the --db URL is malformed (path, schema name, pool size)
+    │   ├── UnsupportedDatabaseError*  the --db URL names a scheme we do not support
     │   ├── SchemaVersionError         the database was made by a newer sagakit
     │   └── ConcurrentUpdateError      someone else appended to the same instance
     ├── MalformedEventError        bytes that are not a sagakit event (says what is wrong)
-    ├── ServiceDefinitionError     a choreographed service's handlers were declared wrongly
     ├── LocalDatabaseError         a service's own database (its outbox, its inbox) fails
     └── BrokerError                the message broker cannot be used
-        ├── UnsupportedBrokerError     the broker URL names a scheme we do not support
+        ├── UnsupportedBrokerError*    the broker URL names a scheme we do not support
         ├── MissingBrokerDriverError   the broker's client library is not installed
         ├── BrokerConnectionError      the broker cannot be reached (URL shown without password)
-        └── BrokerNameError            a stream or group name not every broker accepts
+        └── BrokerNameError*           a stream or group name not every broker accepts
+
+``*``: also an :class:`InvalidArgumentError`, so every bad argument is a ``ValueError``
+whatever part of sagakit refused it.
 
 Driver errors are translated at the store and broker boundaries; the original stays as
 ``__cause__``.
@@ -38,7 +43,14 @@ class SagakitError(Exception):
     """Root of every sagakit error."""
 
 
-class SagaDefinitionError(SagakitError):
+class InvalidArgumentError(SagakitError, ValueError):
+    """An argument that cannot work (a negative count, a malformed URL); the message names it.
+
+    Raised where the argument is given, before anything is recorded or sent.
+    """
+
+
+class SagaDefinitionError(InvalidArgumentError):
     """A saga definition breaks a rule; raised when it is declared, never at run time."""
 
     def __init__(self, saga: str, message: str, step: str | None = None) -> None:
@@ -104,7 +116,7 @@ class UnregisteredSagaError(SagakitError):
         self.version = version
 
 
-class AppReferenceError(SagakitError):
+class AppReferenceError(InvalidArgumentError):
     """``--app`` does not lead to saga definitions; the message says which part is wrong."""
 
 
@@ -112,7 +124,11 @@ class StoreError(SagakitError):
     """The saga log cannot be read or written."""
 
 
-class UnsupportedDatabaseError(StoreError):
+class InvalidStoreURLError(StoreError, InvalidArgumentError):
+    """A saga log URL that names a supported database but cannot be used as written."""
+
+
+class UnsupportedDatabaseError(StoreError, InvalidArgumentError):
     """The database URL's scheme is not one sagakit supports."""
 
     def __init__(self, url: str, supported: list[str]) -> None:
@@ -148,7 +164,7 @@ class MalformedEventError(SagakitError):
     """Data that is not a valid sagakit event; the message says exactly what is wrong."""
 
 
-class ServiceDefinitionError(SagakitError):
+class ServiceDefinitionError(InvalidArgumentError):
     """A choreographed service's handlers break a rule; raised when they are declared, never
     when events arrive. (A wrong choreography is a :class:`SagaDefinitionError`.)"""
 
@@ -161,7 +177,7 @@ class BrokerError(SagakitError):
     """The message broker cannot be used."""
 
 
-class UnsupportedBrokerError(BrokerError):
+class UnsupportedBrokerError(BrokerError, InvalidArgumentError):
     """The broker URL's scheme is not one sagakit supports."""
 
     def __init__(self, url: str, supported: list[str]) -> None:
@@ -190,7 +206,7 @@ class BrokerConnectionError(BrokerError):
         self.url = url
 
 
-class BrokerNameError(BrokerError):
+class BrokerNameError(BrokerError, InvalidArgumentError):
     """A stream or group name that some broker would refuse or mangle."""
 
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from sagakit.bus._base import DeadLetter, Handler, check_name
 from sagakit.bus._consumer import Receiver, Subscription
 from sagakit.bus._event import Event
-from sagakit.errors import BrokerConnectionError, BrokerError
+from sagakit.errors import BrokerConnectionError, BrokerError, InvalidArgumentError
 
 logger = logging.getLogger("sagakit.bus")
 
@@ -65,7 +65,7 @@ class BrokerBackend(ABC):
         self, url: str, *, redeliver_after: float = 30.0, backoff: Backoff | None = None
     ) -> None:
         if redeliver_after <= 0:
-            raise BrokerError(f"redeliver_after must be positive, not {redeliver_after!r}")
+            raise InvalidArgumentError(f"redeliver_after must be positive, not {redeliver_after!r}")
         self.url = redact(url)
         self.redeliver_after = redeliver_after
         self.backoff = backoff or Backoff()
@@ -99,7 +99,7 @@ class BrokerBackend(ABC):
         check_name("stream", stream)
         check_name("group", group)
         if max_attempts < 1 or prefetch < 1:
-            raise BrokerError("max_attempts and prefetch must be at least 1")
+            raise InvalidArgumentError("max_attempts and prefetch must be at least 1")
         receiver = await self._retrying(
             f"subscribe {group!r} to {stream!r}", lambda: self._receiver(stream, group, prefetch)
         )

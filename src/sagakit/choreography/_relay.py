@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from sagakit.bus import Backoff, Broker
 from sagakit.choreography._outbox import LocalDatabase, Pending
+from sagakit.errors import InvalidArgumentError
 
 logger = logging.getLogger("sagakit.relay")
 
@@ -59,7 +60,7 @@ class Relay:
         backoff: Backoff = RELAY_BACKOFF,
     ) -> None:
         if batch < 1 or in_flight < 1 or poll <= 0:
-            raise ValueError("batch and in_flight must be at least 1, and poll positive")
+            raise InvalidArgumentError("batch and in_flight must be at least 1, and poll positive")
         self.db = db
         self.broker = broker
         self.name = name

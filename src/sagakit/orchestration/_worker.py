@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from sagakit.errors import InvalidArgumentError
 from sagakit.orchestration._definition import Saga
 from sagakit.orchestration._engine import DEFAULT_LEASE, DriveReport, Engine
 from sagakit.store import Store, StoredSaga
@@ -37,7 +38,7 @@ class Worker:
         report: Report | None = None,
     ) -> None:
         if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+            raise InvalidArgumentError(f"concurrency must be at least 1, not {concurrency}")
         self.engine = Engine(store, sagas, owner=owner, lease=lease, hand_back=True)
         self.concurrency = concurrency
         self.poll = poll

@@ -33,7 +33,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from sagakit.errors import ConcurrentUpdateError, SchemaVersionError, StoreError, UnknownSagaError
+from sagakit.errors import (
+    ConcurrentUpdateError,
+    InvalidStoreURLError,
+    SchemaVersionError,
+    StoreError,
+    UnknownSagaError,
+)
 from sagakit.log import Instance, Message, Record, RecordType, SagaStatus
 from sagakit.log._records import TERMINAL
 from sagakit.store._base import ANY_INSTANCE, StoredSaga
@@ -283,15 +289,15 @@ class Settings:
         """Read ``?schema=NAME`` (default ``public``) and ``?pool=N``; keep the rest."""
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres"):
-            raise StoreError(f"not a PostgreSQL URL: {_redact(url)!r}")
+            raise InvalidStoreURLError(f"not a PostgreSQL URL: {_redact(url)!r}")
         query = parse_qsl(parts.query, keep_blank_values=True)
         ours = dict(query)
         schema = ours.get("schema", "public")
         if not _SCHEMA_NAME.fullmatch(schema):
-            raise StoreError(f"invalid schema name {schema!r}: use letters, digits and _")
+            raise InvalidStoreURLError(f"invalid schema name {schema!r}: use letters, digits and _")
         pool = ours.get("pool", str(DEFAULT_POOL))
         if not pool.isdigit() or int(pool) < 1:
-            raise StoreError(f"invalid pool size {pool!r}: use ?pool=N with N >= 1")
+            raise InvalidStoreURLError(f"invalid pool size {pool!r}: use ?pool=N with N >= 1")
         rest = urlencode([(k, v) for k, v in query if k not in ("schema", "pool")])
         dsn = urlunsplit(parts._replace(query=rest))
         return cls(dsn, schema, int(pool), _redact(url), parts.password)

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from sagakit.errors import (
     ConcurrentUpdateError,
+    InvalidStoreURLError,
     SagakitError,
     SchemaVersionError,
     StoreError,
@@ -142,7 +143,7 @@ def path_of(url: str) -> str:
     """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``."""
     prefix = "sqlite:///"
     if not url.startswith(prefix) or len(url) == len(prefix):
-        raise StoreError(
+        raise InvalidStoreURLError(
             f"invalid SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs.db"
         )
     return url[len(prefix) :]
