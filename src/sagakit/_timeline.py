@@ -8,6 +8,7 @@ readable in a 100-column terminal: long messages wrap inside their column.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -159,7 +160,7 @@ def _one_line(text: str) -> Text:
     return Text(text, no_wrap=True, overflow="ellipsis", style="dim")
 
 
-def _error(error: dict[str, Any]) -> str:
+def _error(error: Mapping[str, object]) -> str:
     kind = str(error.get("type", "error")).rsplit(".", 1)[-1]
     return f"{kind}: {error.get('message', '')}"
 

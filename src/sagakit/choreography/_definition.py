@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from sagakit.errors import SagaDefinitionError
-from sagakit.log import StepKind
+from sagakit.log import StepKind, StepMeta
 
 Events = str | Collection[str]
 """One event type, or several."""
@@ -130,7 +130,7 @@ class Choreography:
         return frozenset(self.roles)
 
     @property
-    def steps_meta(self) -> list[dict[str, str]]:
+    def steps_meta(self) -> list[StepMeta]:
         """The steps as a ``saga_started`` record lists them."""
         return [{"name": s.name, "kind": str(s.kind)} for s in self.steps]
 

@@ -42,7 +42,16 @@ from sagakit.bus._base import check_name
 from sagakit.choreography._definition import Choreography, Role, StepOutcome
 from sagakit.choreography._service import subscribe_all
 from sagakit.errors import ConcurrentUpdateError, SagaDefinitionError
-from sagakit.log import Instance, Record, RecordType, SagaState, SagaStatus, StepStatus
+from sagakit.log import (
+    Attention,
+    Journal,
+    Record,
+    RecordType,
+    SagaState,
+    SagaStatus,
+    Started,
+    StepStatus,
+)
 from sagakit.log._codec import decode, encode
 from sagakit.store import Store
 
@@ -145,9 +154,10 @@ class Tracker:
                 *(saga_id, event.id, event.type, choreography.key),
             )
             return False
-        records = _EventRecords(choreography, state).add(event)
+        journal = Journal(state)
+        _EventRecords(choreography, journal).add(event)
         try:
-            await self.store.append(saga_id, records, state.status)
+            await self.store.append(saga_id, journal.take(), state.status)
         except BaseException:
             self._cache.pop(saga_id, None)  # its state already has the records applied
             raise
@@ -155,20 +165,13 @@ class Tracker:
         return True
 
     async def _create(self, choreography: Choreography, event: Event) -> bool:
-        state = SagaState(event.correlation_id)
-        timeline = _EventRecords(choreography, state)
-        records = timeline.start(event) + timeline.add(event)
-        instance = Instance(
-            state.id,
-            choreography.name,
-            choreography.version,
-            state.status,
-            created_at=records[0].at,
-            updated_at=records[-1].at,
-            lease_owner=LEASE_OWNER,
-            lease_expires=HELD_UNTIL,
+        journal = Journal.begin(
+            event.correlation_id, encode(_started(choreography, event)), event.time
         )
-        if not await self.store.create(instance, records):
+        _EventRecords(choreography, journal).add(event)
+        state = journal.state
+        instance = journal.new_instance(lease_owner=LEASE_OWNER, lease_expires=HELD_UNTIL)
+        if not await self.store.create(instance, journal.take()):
             raise ConcurrentUpdateError(state.id, 0)  # created meanwhile: re-read it
         self._remember(_Tracked(state, {event.id}))
         return True
@@ -216,9 +219,10 @@ class Tracker:
         gap = now - state.records[-1].at
         if gap <= choreography.max_gap:
             return False
-        record = _EventRecords(choreography, state).stuck(now, gap)
+        journal = Journal(state)
+        _EventRecords(choreography, journal).stuck(now, gap)
         try:
-            await self.store.append(saga_id, [record], state.status)
+            await self.store.append(saga_id, journal.take(), state.status)
         except BaseException:
             self._cache.pop(saga_id, None)
             raise
@@ -261,33 +265,19 @@ class Tracker:
 
 
 class _EventRecords:
-    """Turns events into saga log records, applying each to ``state`` as it is made."""
+    """Turns events into saga log records, made through the instance's journal."""
 
-    def __init__(self, choreography: Choreography, state: SagaState) -> None:
+    def __init__(self, choreography: Choreography, journal: Journal) -> None:
         self.choreography = choreography
-        self.state = state
-        self.records: list[Record] = []
+        self.journal = journal
+        self.state = journal.state
 
-    def start(self, event: Event) -> list[Record]:
-        """The ``saga_started`` record; the input is the event's payload if it starts one."""
-        starts = event.type in self.choreography.starts
-        data = {
-            "name": self.choreography.name,
-            "version": self.choreography.version,
-            "input": event.payload if starts else None,
-            "steps": self.choreography.steps_meta,
-            "deadline_at": None,
-        }
-        return self._made([self._record(RecordType.SAGA_STARTED, event.time, data=data)])
-
-    def add(self, event: Event) -> list[Record]:
-        """The records ``event`` means for the saga, in order."""
+    def add(self, event: Event) -> None:
+        """Make the records ``event`` means for the saga, in order."""
         role = self.choreography.role(event.type)
         assert role is not None
-        first = len(self.records)
         self._step(event, role)
         self._ending(event, role)
-        return self.records[first:]
 
     def _step(self, event: Event, role: Role) -> None:
         step = self.state.by_name[role.step]
@@ -341,7 +331,7 @@ class _EventRecords:
             reason = f"{event.type} from {event.source}: {why}"
             self._add(RecordType.SAGA_COMPENSATING, event.time, None, 0, {"reason": reason})
 
-    def stuck(self, now: float, gap: float) -> Record:
+    def stuck(self, now: float, gap: float) -> None:
         """The ``saga_needs_attention`` record of a saga silent for ``gap`` seconds."""
         state, choreography = self.state, self.choreography
         last = next((r for r in reversed(state.records) if _event_id(r)), None)
@@ -358,8 +348,8 @@ class _EventRecords:
                 if s.events(StepOutcome.COMPENSATED)
                 and state.by_name[s.name].status is StepStatus.SUCCEEDED
             ]
-        data = {"reason": reason, "failed": undone}
-        return self._made([self._record(RecordType.SAGA_NEEDS_ATTENTION, now, data=data)])[0]
+        attention: Attention = {"reason": reason, "failed": undone}
+        self._add(RecordType.SAGA_NEEDS_ATTENTION, now, None, 0, attention)
 
     def _expected(self) -> list[str]:
         """The event types that would move the saga on from where it is."""
@@ -376,25 +366,18 @@ class _EventRecords:
         return sorted(self.choreography.completes)
 
     def _add(self, kind: RecordType, at: float, step: str | None, attempt: int, data: Any) -> None:
-        record = self._record(kind, at, step, attempt, data)
-        self._made([record])
+        self.journal.add(kind, step, attempt, None if data is None else encode(data), at)
 
-    def _record(
-        self,
-        kind: RecordType,
-        at: float,
-        step: str | None = None,
-        attempt: int = 0,
-        data: Any = None,
-    ) -> Record:
-        seq = self.state.next_seq
-        return Record(seq, kind, at, step, attempt, None if data is None else encode(data))
 
-    def _made(self, records: list[Record]) -> list[Record]:
-        for record in records:
-            self.state.apply(record)
-            self.records.append(record)
-        return records
+def _started(choreography: Choreography, event: Event) -> Started:
+    """The ``saga_started`` payload; the input is the event's payload if it starts one."""
+    return {
+        "name": choreography.name,
+        "version": choreography.version,
+        "input": event.payload if event.type in choreography.starts else None,
+        "steps": choreography.steps_meta,
+        "deadline_at": None,
+    }
 
 
 def _facts(event: Event) -> dict[str, Any]:

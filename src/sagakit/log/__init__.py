@@ -5,6 +5,19 @@ the same log, and everything that reads it (the CLI, recovery) folds them into t
 :class:`SagaState`; so this package depends on nothing but the errors.
 """
 
+from sagakit.log._journal import Journal
+from sagakit.log._payloads import (
+    Attention,
+    CancelRequest,
+    Compensating,
+    ErrorInfo,
+    Failure,
+    OperatorNote,
+    Received,
+    Started,
+    StepMeta,
+    Waiting,
+)
 from sagakit.log._records import (
     Instance,
     Message,
@@ -18,14 +31,25 @@ from sagakit.log._results import Results
 from sagakit.log._state import SagaState, StepState
 
 __all__ = [
+    "Attention",
+    "CancelRequest",
+    "Compensating",
+    "ErrorInfo",
+    "Failure",
     "Instance",
+    "Journal",
     "Message",
+    "OperatorNote",
+    "Received",
     "Record",
     "RecordType",
     "Results",
     "SagaState",
     "SagaStatus",
+    "Started",
     "StepKind",
+    "StepMeta",
     "StepState",
     "StepStatus",
+    "Waiting",
 ]

@@ -4,29 +4,7 @@ The engine keeps no state of its own: it applies each record it appends to a
 :class:`SagaState`, and recovery rebuilds the same object from the stored records, so a
 resumed saga decides exactly as the crashed process would have.
 
-Record payloads (``Record.data``, JSON):
-
-================================  ==========================================================
-``saga_started``                  ``{"name", "version", "input", "steps": [{"name", "kind"}],
-                                  "deadline_at"}``
-``step_started``                  null (the idempotency key is derived, see
-                                  :func:`sagakit.orchestration.idempotency_key`)
-``step_succeeded``                the step's result itself
-``step_failed``                   ``{"error": {"type", "message"}, "retry_at"}``; ``retry_at``
-                                  null means the failure is final
-``saga_compensating``             ``{"reason"}``
-``compensation_started``          null
-``compensation_succeeded``        null
-``compensation_failed``           as ``step_failed``
-``saga_completed``, ``saga_compensated``  null
-``saga_needs_attention``          ``{"reason", "failed": [step names]}``
-``step_waiting``                  ``{"signal", "until", "role"}``: the call (``role`` action or
-                                  compensation) waits for a message until ``until``
-``message_received``              ``{"id", "name", "payload"}``: an inbox message taken
-``cancel_requested``              ``{"by", "reason"}``
-``operator_retry``                ``{"by", "note"}``: try the failed calls again
-``operator_resolved``             ``{"by", "note"}``: a person finished the saga by hand
-================================  ==========================================================
+What each record kind carries is typed in :mod:`sagakit.log._payloads`.
 """
 
 from __future__ import annotations
@@ -37,6 +15,17 @@ from typing import Any
 
 from sagakit.log._codec import decode, encode
 from sagakit.log._fast import RecordTypes, SagaStatuses, StepStatuses
+from sagakit.log._payloads import (
+    Attention,
+    CancelRequest,
+    Compensating,
+    ErrorInfo,
+    Failure,
+    OperatorNote,
+    Received,
+    StepMeta,
+    Waiting,
+)
 from sagakit.log._records import Record, SagaStatus, StepStatus
 from sagakit.log._results import Results
 
@@ -51,13 +40,13 @@ class StepState:
     attempts: int = 0
     compensation_attempts: int = 0
     result: str | None = None
-    error: dict[str, Any] | None = None
-    compensation_error: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    compensation_error: ErrorInfo | None = None
     retry_at: float | None = None
     started_at: float | None = None
     """When the latest call (action or compensation) was started: timeouts count from it."""
-    waiting: dict[str, Any] | None = None
-    """What the current call waits for: ``{"signal", "until", "role"}``."""
+    waiting: Waiting | None = None
+    """What the current call waits for."""
     retry_base: int = 0
     """Attempts made before an operator's retry; retry policies count from here."""
     compensation_retry_base: int = 0
@@ -99,19 +88,18 @@ class SagaState:
     """Payloads (JSON) of the messages taken, by name; the latest of a name wins."""
     last_message: int = 0
     """Id of the last inbox message taken: newer ones are still to take."""
-    cancel: dict[str, Any] | None = None
-    resolution: dict[str, Any] | None = None
+    cancel: CancelRequest | None = None
+    resolution: OperatorNote | None = None
     before_attention: SagaStatus | None = None
     """Whether it was going forward or compensating when it needed attention."""
     cursor: int = 0
+    """Index of the first step whose action has not succeeded (``len(steps)`` when none)."""
 
     @property
     def input(self) -> Any:
         """The saga's input, decoded afresh for each reader, so no step can change what
         the next one (or a resumed run) sees."""
         return decode(self.input_json)
-
-    """Index of the first step whose action has not succeeded (``len(steps)`` when none)."""
 
     @property
     def results(self) -> Results:
@@ -138,7 +126,7 @@ class SagaState:
         self.records.append(record)
         kind = record.type
         if kind is RecordTypes.STEP_STARTED:
-            step = self.by_name[record.step]  # type: ignore[index]
+            step = self.by_name[record.step or ""]
             step.status = StepStatuses.RUNNING
             step.attempts = record.attempt
             step.retry_at = None
@@ -146,77 +134,79 @@ class SagaState:
             if self.status is SagaStatuses.PENDING:
                 self.status = SagaStatuses.RUNNING
         elif kind is RecordTypes.STEP_SUCCEEDED:
-            step = self.by_name[record.step]  # type: ignore[index]
+            step = self.by_name[record.step or ""]
             step.status = StepStatuses.SUCCEEDED
-            step.result = record.data
+            step.result = result = record.data or "null"
             step.error = None  # an earlier attempt's failure no longer describes the step
             step.waiting = None
-            self.raw_results[step.name] = record.data  # type: ignore[assignment]
+            self.raw_results[step.name] = result
             self.completed.append(step.name)
             steps, cursor = self.steps, self.cursor
             while cursor < len(steps) and steps[cursor].status is StepStatuses.SUCCEEDED:
                 cursor += 1
             self.cursor = cursor
         elif kind is RecordTypes.STEP_FAILED:
-            step = self.by_name[record.step]  # type: ignore[index]
-            data = decode(record.data)  # type: ignore[arg-type]
+            step = self.by_name[record.step or ""]
+            failure: Failure = _payload(record)
             step.status = StepStatuses.FAILED
-            step.error = data["error"]
-            step.retry_at = data["retry_at"]
+            step.error = failure["error"]
+            step.retry_at = failure["retry_at"]
             step.waiting = None
         elif kind is RecordTypes.COMPENSATION_STARTED:
-            step = self.by_name[record.step]  # type: ignore[index]
+            step = self.by_name[record.step or ""]
             step.status = StepStatuses.COMPENSATING
             step.compensation_attempts = record.attempt
             step.retry_at = None
             step.started_at = record.at
         elif kind is RecordTypes.COMPENSATION_SUCCEEDED:
-            step = self.by_name[record.step]  # type: ignore[index]
+            step = self.by_name[record.step or ""]
             step.status = StepStatuses.COMPENSATED
             step.waiting = None
         elif kind is RecordTypes.COMPENSATION_FAILED:
-            step = self.by_name[record.step]  # type: ignore[index]
-            data = decode(record.data)  # type: ignore[arg-type]
+            step = self.by_name[record.step or ""]
+            failure = _payload(record)
             step.status = StepStatuses.COMPENSATION_FAILED
-            step.compensation_error = data["error"]
-            step.retry_at = data["retry_at"]
+            step.compensation_error = failure["error"]
+            step.retry_at = failure["retry_at"]
             step.waiting = None
         elif kind is RecordTypes.SAGA_STARTED:
-            self.begin(**(started or _started_fields(record.data)))  # type: ignore[arg-type]
+            self.begin(**(started or _started_fields(record.data or "{}")))
         elif kind is RecordTypes.SAGA_COMPENSATING:
+            compensating: Compensating = _payload(record)
             self.status = SagaStatuses.COMPENSATING
-            self.reason = decode(record.data)["reason"]  # type: ignore[arg-type]
+            self.reason = compensating["reason"]
         elif kind is RecordTypes.SAGA_COMPLETED:
             self.status = SagaStatuses.COMPLETED
         elif kind is RecordTypes.SAGA_COMPENSATED:
             self.status = SagaStatuses.COMPENSATED
             self._skip_pending()
         elif kind is RecordTypes.SAGA_NEEDS_ATTENTION:
-            data = decode(record.data)  # type: ignore[arg-type]
+            attention: Attention = _payload(record)
             self.before_attention = self.status
             self.status = SagaStatuses.NEEDS_ATTENTION
-            self.reason = data["reason"]
-            self.failed_compensations = list(data["failed"])
+            self.reason = attention["reason"]
+            self.failed_compensations = list(attention["failed"])
             self._skip_pending()
         else:
             self._apply_rare(record)
 
     def _apply_rare(self, record: Record) -> None:
         """Waits, messages and operators' actions: off the hot path, so kept apart."""
-        kind, data = record.type, decode(record.data) if record.data else None
+        kind = record.type
         if kind is RecordTypes.STEP_WAITING:
-            step = self.by_name[record.step]  # type: ignore[index]
+            step = self.by_name[record.step or ""]
             step.status = StepStatuses.WAITING
-            step.waiting = data
+            step.waiting = _payload(record)
         elif kind is RecordTypes.MESSAGE_RECEIVED:
-            self.signals[data["name"]] = data["payload"]  # type: ignore[index]
-            self.last_message = data["id"]  # type: ignore[index]
+            message: Received = _payload(record)
+            self.signals[message["name"]] = message["payload"]
+            self.last_message = message["id"]
         elif kind is RecordTypes.CANCEL_REQUESTED:
-            self.cancel = data
+            self.cancel = _payload(record)
         elif kind is RecordTypes.OPERATOR_RETRY:
             self._retry(record.at)
         elif kind is RecordTypes.OPERATOR_RESOLVED:
-            self.resolution = data
+            self.resolution = _payload(record)
             forward = self.before_attention in (SagaStatuses.RUNNING, SagaStatuses.PENDING)
             self.status = SagaStatuses.COMPLETED if forward else SagaStatuses.COMPENSATED
 
@@ -239,7 +229,7 @@ class SagaState:
         self,
         name: str,
         version: int,
-        steps: list[dict[str, str]],
+        steps: list[StepMeta],
         deadline_at: float | None,
         input_json: str,
     ) -> None:
@@ -286,6 +276,11 @@ class SagaState:
                 for r in self.records
             ]
         return out
+
+
+def _payload(record: Record) -> Any:
+    """The record's payload, decoded; its type is the record kind's (see ``_payloads``)."""
+    return None if record.data is None else decode(record.data)
 
 
 def _started_fields(data: str) -> dict[str, Any]:

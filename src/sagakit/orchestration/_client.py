@@ -20,7 +20,7 @@ from sagakit.errors import (
     SerializationError,
     UnknownSagaError,
 )
-from sagakit.log import Instance, Record, RecordType, SagaState
+from sagakit.log import Journal, RecordType, SagaState
 from sagakit.log._codec import ENCODE_ERRORS, encode
 from sagakit.log._fast import RecordTypes, SagaStatuses
 from sagakit.log._records import TERMINAL
@@ -55,10 +55,9 @@ class Client:
         the id. Raises :class:`SerializationError` if ``input`` is not JSON.
         """
         saga_id = saga_id or new_saga_id()
-        state = Plan(saga).begin(saga_id, input)
-        at = state.records[0].at
-        row = Instance(saga_id, saga.name, saga.version, SagaStatuses.PENDING, at, at, at)
-        await self.store.create(row, state.records)
+        journal = Plan(saga).begin(saga_id, input)
+        row = journal.new_instance(due_at=journal.state.records[0].at)
+        await self.store.create(row, journal.take())
         return saga_id
 
     async def result(self, saga_id: str, timeout: float | None = None) -> SagaResult:
@@ -148,12 +147,10 @@ class Client:
             await self.store.release(self.owner, saga_id, time.time())
 
     async def _append(self, state: SagaState, records: list[tuple[RecordType, Any]]) -> None:
-        new = []
+        journal = Journal(state)
         for kind, data in records:
-            record = Record(len(state.records), kind, time.time(), data=encode(data))
-            state.apply(record)
-            new.append(record)
-        await self.store.append(state.id, new, state.status)
+            journal.add(kind, data=encode(data))
+        await self.store.append(state.id, journal.take(), state.status)
 
 
 def _check_cancel(saga_id: str, state: SagaState) -> None:

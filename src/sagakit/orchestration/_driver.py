@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sagakit._retry import Retry
 from sagakit.errors import (
@@ -26,16 +26,13 @@ from sagakit.errors import (
     SerializationError,
     StepTimeoutError,
 )
-from sagakit.log import Record, RecordType, SagaState, StepState
+from sagakit.log import Journal, StepState
 from sagakit.log._codec import ENCODE_ERRORS, decode, encode
 from sagakit.log._fast import RecordTypes, SagaStatuses, StepKinds, StepStatuses
 from sagakit.orchestration._context import CompensationContext, StepContext, WaitForMessage
 from sagakit.orchestration._definition import Step
-from sagakit.orchestration._plan import CANCEL, passed_pivot
+from sagakit.orchestration._plan import CANCEL, Plan, passed_pivot
 from sagakit.store import Store
-
-if TYPE_CHECKING:
-    from sagakit.orchestration._plan import Plan
 
 _START = RecordTypes.STEP_STARTED
 _COMP_START = RecordTypes.COMPENSATION_STARTED
@@ -54,30 +51,28 @@ class Suspended(Exception):
 class Driver:
     """One instance being driven: its plan, its state, and records not yet committed."""
 
-    __slots__ = ("check_inbox", "hand_back", "pending", "plan", "state", "store")
+    __slots__ = ("check_inbox", "hand_back", "journal", "plan", "state", "store")
 
-    def __init__(self, store: Store, plan: Plan, state: SagaState, hand_back: bool) -> None:
+    def __init__(self, store: Store, plan: Plan, journal: Journal, hand_back: bool) -> None:
         self.store = store
         self.plan = plan
-        self.state = state
-        self.pending: list[Record] = []
+        self.journal = journal
+        self.state = journal.state
         self.hand_back = hand_back
         """Hand waits back to the store (a worker) instead of waiting in this process."""
         self.check_inbox = False
         """Set from outside when a message may have come; read at the next step boundary."""
 
-    def record_new(
-        self, kind: RecordType, step: str | None, attempt: int, data: str | None
-    ) -> None:
-        """Apply a new record to the state now; it is committed at the next :meth:`flush`."""
-        record = Record(len(self.state.records), kind, time.time(), step, attempt, data)
-        self.state.apply(record)
-        self.pending.append(record)
+    async def create(self, owner: str, lease: float) -> bool:
+        """Store the new instance, leased to ``owner``, with the records made so far;
+        False if an instance with its id exists already."""
+        records = self.journal.take()
+        instance = self.journal.new_instance(lease_owner=owner, lease_expires=records[0].at + lease)
+        return await self.store.create(instance, records)
 
     async def flush(self) -> None:
-        if self.pending:
-            records, self.pending = self.pending, []
-            await self.store.append(self.state.id, records, self.state.status)
+        if self.journal.pending:
+            await self.store.append(self.state.id, self.journal.take(), self.state.status)
 
     async def drive(self) -> float | None:
         """Take the instance as far as it goes now: to a terminal status, or to a wait that
@@ -105,12 +100,12 @@ class Driver:
         state = self.state
         for message in await self.store.messages(state.id, after=state.last_message):
             data = {"id": message.id, "name": message.name, "payload": message.payload}
-            self.record_new(RecordTypes.MESSAGE_RECEIVED, None, 0, encode(data))
+            self.journal.add(RecordTypes.MESSAGE_RECEIVED, None, 0, encode(data))
             if message.name == CANCEL:
                 self._cancel(decode(message.payload))
 
     def _cancel(self, request: dict[str, Any]) -> None:
-        self.record_new(RecordTypes.CANCEL_REQUESTED, None, 0, encode(request))
+        self.journal.add(RecordTypes.CANCEL_REQUESTED, None, 0, encode(request))
         if self.state.status in (SagaStatuses.RUNNING, SagaStatuses.PENDING) and not passed_pivot(
             self.state
         ):
@@ -121,7 +116,7 @@ class Driver:
         """Run the next step's action once (this is the hot path, so it is written flat)."""
         state, saga = self.state, self.plan.saga
         if state.cursor == len(state.steps):
-            self.record_new(RecordTypes.SAGA_COMPLETED, None, 0, None)
+            self.journal.add(RecordTypes.SAGA_COMPLETED, None, 0, None)
             return
         step_state = state.steps[state.cursor]
         step = saga.steps[state.cursor]
@@ -134,8 +129,8 @@ class Driver:
             if before_pivot and state.deadline_at is not None and time.time() >= state.deadline_at:
                 self._begin_compensation(str(SagaDeadlineError(saga.name, state.id)))
                 return
-            self.record_new(_START, step.name, step_state.attempts + 1, None)
-        if self.pending:
+            self.journal.add(_START, step.name, step_state.attempts + 1, None)
+        if self.journal.pending:
             await self.flush()
         attempt = step_state.attempts
         ctx = StepContext(
@@ -163,7 +158,7 @@ class Driver:
                 except ENCODE_ERRORS:
                     outcome = _recorded(value, saga.name, step.name)  # says why, as a failure
                 else:
-                    self.record_new(RecordTypes.STEP_SUCCEEDED, step.name, attempt, result)
+                    self.journal.add(RecordTypes.STEP_SUCCEEDED, step.name, attempt, result)
                     return
         else:
             timeout, by_deadline = self._timeout(step, step_state, before_pivot, recovered)
@@ -178,12 +173,12 @@ class Driver:
                 late = SagaDeadlineError(saga.name, state.id)
                 outcome = _CallResult(error=_describe(late), exception=late)
         if outcome.error is None:
-            self.record_new(RecordTypes.STEP_SUCCEEDED, step.name, attempt, outcome.result)
+            self.journal.add(RecordTypes.STEP_SUCCEEDED, step.name, attempt, outcome.result)
             return
         policy_attempt = attempt - step_state.retry_base
         retry_at = _retry_at(step.retry_policy, policy_attempt, outcome)
         failed = encode({"error": outcome.error, "retry_at": retry_at})
-        self.record_new(RecordTypes.STEP_FAILED, step.name, attempt, failed)
+        self.journal.add(RecordTypes.STEP_FAILED, step.name, attempt, failed)
         if retry_at is not None:
             return
         reason = f"step {step.name!r} failed: {outcome.error['message']}"
@@ -202,7 +197,7 @@ class Driver:
                     f"{state.reason}; compensation did not finish for {', '.join(stuck)}", stuck
                 )
             else:
-                self.record_new(RecordTypes.SAGA_COMPENSATED, None, 0, None)
+                self.journal.add(RecordTypes.SAGA_COMPENSATED, None, 0, None)
             return
         step = saga.get(step_state.name)
         recovered = step_state.status is StepStatuses.COMPENSATING
@@ -210,7 +205,7 @@ class Driver:
             if step_state.retry_at is not None:
                 await self._wait_until(step_state.retry_at)
             attempt = step_state.compensation_attempts + 1
-            self.record_new(_COMP_START, step.name, attempt, None)
+            self.journal.add(_COMP_START, step.name, attempt, None)
         await self.flush()
         attempt = step_state.compensation_attempts
         ctx = CompensationContext(
@@ -237,12 +232,12 @@ class Driver:
             await self._park(step_state, attempt, wait, "compensation")
             return
         if outcome.error is None:
-            self.record_new(RecordTypes.COMPENSATION_SUCCEEDED, step.name, attempt, None)
+            self.journal.add(RecordTypes.COMPENSATION_SUCCEEDED, step.name, attempt, None)
             return
         policy_attempt = attempt - step_state.compensation_retry_base
         retry_at = _retry_at(step.compensation_retry, policy_attempt, outcome)
         failed = encode({"error": outcome.error, "retry_at": retry_at})
-        self.record_new(RecordTypes.COMPENSATION_FAILED, step.name, attempt, failed)
+        self.journal.add(RecordTypes.COMPENSATION_FAILED, step.name, attempt, failed)
 
     def _next_to_compensate(self) -> StepState | None:
         """The next step to undo: last completed first, a partly done failed step before all."""
@@ -271,7 +266,7 @@ class Driver:
         """A call waits for a message: record it once, then wait (here, or handed back)."""
         waiting = {"signal": wait.name, "until": wait.until, "role": role}
         if step_state.waiting != waiting or step_state.status is not StepStatuses.WAITING:
-            self.record_new(RecordTypes.STEP_WAITING, step_state.name, attempt, encode(waiting))
+            self.journal.add(RecordTypes.STEP_WAITING, step_state.name, attempt, encode(waiting))
         await self._wait_until(wait.until)
 
     async def _wait_until(self, due_at: float | None) -> bool:
@@ -296,11 +291,11 @@ class Driver:
         return self.state.status is status
 
     def _begin_compensation(self, reason: str) -> None:
-        self.record_new(RecordTypes.SAGA_COMPENSATING, None, 0, encode({"reason": reason}))
+        self.journal.add(RecordTypes.SAGA_COMPENSATING, None, 0, encode({"reason": reason}))
 
     def _needs_attention(self, reason: str, failed: list[str]) -> None:
         data = encode({"reason": reason, "failed": failed})
-        self.record_new(RecordTypes.SAGA_NEEDS_ATTENTION, None, 0, data)
+        self.journal.add(RecordTypes.SAGA_NEEDS_ATTENTION, None, 0, data)
 
     def _timeout(
         self, step: Step, step_state: StepState, before_pivot: bool, recovered: bool

@@ -23,7 +23,7 @@ from sagakit.errors import (
     UnknownSagaError,
     UnregisteredSagaError,
 )
-from sagakit.log import Instance, Record, Results, SagaState, SagaStatus
+from sagakit.log import Attention, Journal, Results, SagaState, SagaStatus
 from sagakit.log._codec import encode
 from sagakit.log._fast import RecordTypes
 from sagakit.log._records import TERMINAL
@@ -280,23 +280,9 @@ class Engine:
 
     async def _start(self, driver: Driver) -> SagaResult:
         """Create the instance, leased to us, with its first ``step_started``; drive it."""
-        state, saga = driver.state, driver.plan.saga
-        driver.record_new(RecordTypes.STEP_STARTED, saga.steps[0].name, 1, None)
-        at = state.records[0].at
-        instance = Instance(
-            state.id,
-            saga.name,
-            saga.version,
-            state.status,
-            at,
-            at,
-            None,
-            self.owner,
-            at + self.lease,
-        )
-        if not await self.store.create(instance, state.records):
-            return await self._existing(state.id)
-        driver.pending = []
+        driver.journal.add(RecordTypes.STEP_STARTED, driver.plan.saga.steps[0].name, 1)
+        if not await driver.create(self.owner, self.lease):
+            return await self._existing(driver.state.id)
         return await self._drive(driver)
 
     async def _drive(self, driver: Driver) -> SagaResult:
@@ -312,22 +298,18 @@ class Engine:
 
     async def _resume(self, stored: StoredSaga) -> SagaResult:
         saga_id = stored.instance.id
-        state = SagaState.from_records(saga_id, stored.records)
+        journal = Journal(SagaState.from_records(saga_id, stored.records))
+        state = journal.state
         if state.status.is_terminal:
             return SagaResult.of(state)
         plan = self._sagas.get((state.name, state.version))
         reason = _unfit(state, plan, self._sagas)
         if plan is None or reason is not None:
-            record = Record(
-                len(state.records),
-                RecordTypes.SAGA_NEEDS_ATTENTION,
-                time.time(),
-                data=encode({"reason": reason, "failed": []}),
-            )
-            state.apply(record)
-            await self.store.append(saga_id, [record], state.status)
+            attention: Attention = {"reason": reason, "failed": []}
+            journal.add(RecordTypes.SAGA_NEEDS_ATTENTION, data=encode(attention))
+            await self.store.append(saga_id, journal.take(), state.status)
             return SagaResult.of(state)
-        driver = Driver(self.store, plan, state, self.hand_back)
+        driver = Driver(self.store, plan, journal, self.hand_back)
         driver.check_inbox = stored.last_message > state.last_message  # woken by a message?
         return await self._drive(driver)
 

@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 from sagakit.errors import SerializationError
-from sagakit.log import Record, SagaState
+from sagakit.log import Journal, SagaState, StepMeta
 from sagakit.log._codec import ENCODE_ERRORS, encode
-from sagakit.log._fast import RecordTypes, StepKinds, StepStatuses
+from sagakit.log._fast import StepKinds, StepStatuses
 from sagakit.orchestration._definition import Saga
 
 CANCEL = "sagakit.cancel"
@@ -31,14 +31,17 @@ class Plan:
 
     def __init__(self, saga: Saga) -> None:
         self.saga = saga
-        self.steps_meta = [{"name": s.name, "kind": s.kind.value} for s in saga.steps]
+        self.steps_meta: list[StepMeta] = [
+            {"name": s.name, "kind": s.kind.value} for s in saga.steps
+        ]
         self.head = (
             f'{{"name":{encode(saga.name)},"version":{saga.version},'
             f'"steps":{encode(self.steps_meta)},'
         )
 
-    def begin(self, saga_id: str, input: Any) -> SagaState:
-        """A state holding just the ``saga_started`` record; raises if input is not JSON."""
+    def begin(self, saga_id: str, input: Any) -> Journal:
+        """A new instance's journal holding its ``saga_started`` record; raises
+        :class:`SerializationError` if ``input`` is not JSON, having recorded nothing."""
         try:
             encoded = encode(input)
         except ENCODE_ERRORS as error:
@@ -53,9 +56,7 @@ class Plan:
             "deadline_at": deadline_at,
             "input_json": encoded,
         }
-        state = SagaState(saga_id)
-        state.apply(Record(0, RecordTypes.SAGA_STARTED, now, None, 0, data), started)
-        return state
+        return Journal.begin(saga_id, data, now, started)
 
 
 def new_saga_id() -> str:

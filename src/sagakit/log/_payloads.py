@@ -1,0 +1,90 @@
+"""The payload of each kind of log record, as a type: what ``Record.data`` holds, as JSON.
+
+================================  ==========================================================
+``saga_started``                  :class:`Started`
+``step_started``                  null (the idempotency key is derived, see
+                                  :func:`sagakit.orchestration.idempotency_key`)
+``step_succeeded``                the step's result itself
+``step_failed``                   :class:`Failure`; ``retry_at`` null: the failure is final
+``saga_compensating``             :class:`Compensating`
+``compensation_started``          null
+``compensation_succeeded``        null
+``compensation_failed``           :class:`Failure`
+``saga_completed``, ``saga_compensated``  null
+``saga_needs_attention``          :class:`Attention`
+``step_waiting``                  :class:`Waiting`
+``message_received``              :class:`Received`: an inbox message taken
+``cancel_requested``              :class:`CancelRequest`
+``operator_retry``                :class:`OperatorNote`: try the failed calls again
+``operator_resolved``             :class:`OperatorNote`: a person finished the saga by hand
+================================  ==========================================================
+
+A tracker adds the facts of the event behind a record (``event``, ``source``, ``event_id``,
+``causation_id``) to these; readers ignore keys they do not know.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class StepMeta(TypedDict):
+    """A step as ``saga_started`` lists it: enough to refuse a changed definition."""
+
+    name: str
+    kind: str
+
+
+class Started(TypedDict):
+    name: str
+    version: int
+    input: Any
+    steps: list[StepMeta]
+    deadline_at: float | None
+
+
+class ErrorInfo(TypedDict):
+    """An exception as the log keeps it: its qualified type name and its message."""
+
+    type: str
+    message: str
+
+
+class Failure(TypedDict):
+    error: ErrorInfo
+    retry_at: float | None
+
+
+class Compensating(TypedDict):
+    reason: str
+
+
+class Attention(TypedDict):
+    reason: str | None
+    failed: list[str]
+    """The steps whose compensation did not finish."""
+
+
+class Waiting(TypedDict):
+    """The call (``role``: action or compensation) waits for ``signal`` until ``until``."""
+
+    signal: str
+    until: float | None
+    role: str
+
+
+class Received(TypedDict):
+    id: int
+    name: str
+    payload: str
+    """The message's payload, JSON text."""
+
+
+class CancelRequest(TypedDict):
+    by: str
+    reason: str
+
+
+class OperatorNote(TypedDict):
+    by: str
+    note: str
