@@ -8,6 +8,7 @@ rather than skipping them. Every test gets a schema of its own, dropped afterwar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -23,6 +24,7 @@ from sagakit.log import RecordType
 from sagakit.store import Store
 from sagakit.store._base import ANY_INSTANCE
 from sagakit.store.postgres import (
+    CHANNEL,
     SCHEMA_VERSION,
     WORK_CHANNEL,
     PostgresStore,
@@ -147,11 +149,50 @@ async def test_a_notify_wakes_a_waiter_of_another_store(url: str) -> None:
             writer.send("n", "go", "null"),
             writer.append("n", [step_record(1, RecordType.SAGA_COMPLETED)], SagaStatus.COMPLETED),
         ):
-            waiting = asyncio.ensure_future(watcher.changed("n", 60.0))
-            await asyncio.sleep(0)  # let the watcher register before the change
+            async with watcher.watch("n") as watch:  # the server listens once it is entered
+                waiting = asyncio.ensure_future(watch.wait(60.0))
+                assert not waiting.done()
+                await change
+                async with asyncio.timeout(10):  # far below the 60 s it would otherwise wait
+                    await waiting
+    finally:
+        await watcher.close()
+        await writer.close()
+
+
+async def test_a_watch_hears_another_store_commit_right_after_it_is_entered(url: str) -> None:
+    """Entering a store's first watch on a channel returns only once the server listens on
+    it, so a change committed elsewhere straight after is heard: nothing to wait for first."""
+    watcher, writer = await open_store(url), await open_store(url)
+    try:
+        await writer.create(instance("e"), [started()])
+        async with watcher.watch("e") as watch:
+            await writer.append(
+                "e", [step_record(1, RecordType.SAGA_COMPLETED)], SagaStatus.COMPLETED
+            )
+            await asyncio.wait_for(watch.wait(3600.0), 10.0)  # woken, not timed out
+        async with watcher.watch(ANY_INSTANCE) as work:
+            await writer.create(instance("f")._replace(due_at=time.time()), [started()])
+            await asyncio.wait_for(work.wait(3600.0), 10.0)
+    finally:
+        await watcher.close()
+        await writer.close()
+
+
+async def test_a_wait_does_not_return_early_for_having_just_started_to_listen(url: str) -> None:
+    """The listening starts when the watch is entered, so a first wait has nothing to
+    catch up on: while another instance's change is heard, it goes on waiting."""
+    watcher, writer = await open_store(url), await open_store(url)
+    try:
+        for saga_id in ("quiet", "loud"):
+            await writer.create(instance(saga_id), [started()])
+        async with watcher.watch("quiet") as quiet, watcher.watch("loud") as loud:
+            waiting = asyncio.ensure_future(quiet.wait(3600.0))
+            await writer.append("loud", [step_record(1)], SagaStatus.COMPENSATING)
+            await asyncio.wait_for(loud.wait(3600.0), 10.0)
             assert not waiting.done()
-            await change
-            async with asyncio.timeout(10):  # far below the 60 s it would otherwise wait
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
                 await waiting
     finally:
         await watcher.close()
@@ -165,40 +206,51 @@ async def test_a_lost_listener_wakes_its_waiters_and_is_replaced(
     assert isinstance(watcher, PostgresStore)
     try:
         await writer.create(instance("l"), [started()])
-        await watcher.changed("l", 60.0)  # starts listening, and returns: it heard nothing yet
-        waiting = asyncio.ensure_future(watcher.changed("l", 60.0))
-        await asyncio.sleep(0)
-        assert watcher._listener is not None
-        await admin.execute("SELECT pg_terminate_backend($1)", watcher._listener.get_server_pid())
-        async with asyncio.timeout(10):
-            await waiting  # a change may have gone unheard: the waiter looks again
-        async with asyncio.timeout(10):
-            await watcher.changed("l", 60.0)  # listens anew, and says so by returning
-        waiting = asyncio.ensure_future(watcher.changed("l", 60.0))
-        await asyncio.sleep(0)
-        await writer.send("l", "go", "null")
-        async with asyncio.timeout(10):
-            await waiting
+        async with watcher.watch("l") as watch:  # listening from here on
+            assert watcher._listener is not None
+            pid = watcher._listener.get_server_pid()
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+            async with asyncio.timeout(10):
+                await watch.wait(60.0)  # a change may have gone unheard: the waiter looks again
+            async with asyncio.timeout(10):
+                await watch.wait(60.0)  # listens anew, and says so by returning
+            await writer.send("l", "go", "null")
+            async with asyncio.timeout(10):
+                await watch.wait(60.0)
     finally:
         await watcher.close()
         await writer.close()
 
 
-async def test_a_running_append_of_another_store_does_not_notify(url: str) -> None:
-    """The hot path stays cheap: an append that keeps the status sends no NOTIFY."""
-    watcher, writer = await open_store(url), await open_store(url)
+async def test_a_running_append_of_another_store_does_not_notify(
+    url: str, admin: asyncpg.Connection[asyncpg.Record]
+) -> None:
+    """The hot path stays cheap: an append that keeps the status sends no NOTIFY.
+
+    Another store's waiter hears of a change only by a NOTIFY, so the test listens itself.
+    A status change committed after the append notifies; notifications arrive in commit
+    order, so once that one is heard, one for the append would have been heard before it.
+    """
+    writer = await open_store(url)
+    quiet, loud = uuid.uuid4().hex, uuid.uuid4().hex  # the channel is database-wide
+    heard: list[object] = []
+    loud_heard = asyncio.Event()
+
+    def hear(conn: object, pid: int, channel: str, payload: object) -> None:
+        heard.append(payload)
+        if payload == loud:
+            loud_heard.set()
+
     try:
-        saga_id = uuid.uuid4().hex  # the channel is database-wide: no other test's id
-        await writer.create(instance(saga_id), [started()])
-        await watcher.changed(saga_id, 0.3)  # starts listening, and returns at once
-        waiting = asyncio.ensure_future(watcher.changed(saga_id, 0.3))
-        await asyncio.sleep(0)
-        started_at = time.monotonic()
-        await writer.append(saga_id, [step_record(1)], SagaStatus.RUNNING)
-        await waiting
-        assert time.monotonic() - started_at >= 0.25
+        for saga_id in (quiet, loud):
+            await writer.create(instance(saga_id), [started()])
+        await admin.add_listener(CHANNEL, hear)
+        await writer.append(quiet, [step_record(1)], SagaStatus.RUNNING)
+        await writer.append(loud, [step_record(1)], SagaStatus.COMPENSATING)
+        async with asyncio.timeout(10):
+            await loud_heard.wait()
+        assert quiet not in heard
     finally:
-        await watcher.close()
         await writer.close()
 
 
@@ -215,17 +267,16 @@ async def test_workers_hear_of_new_work_but_not_of_every_status_change(url: str)
 
     watcher._on_notify = hear  # type: ignore[method-assign]
     try:
-        await watcher.changed(ANY_INSTANCE, 60.0)  # starts listening
-        finished = uuid.uuid4().hex  # the channels are database-wide: no other test's id
-        await writer.create(instance(finished), [started()])
-        await writer.append(
-            finished, [step_record(1, RecordType.SAGA_COMPLETED)], SagaStatus.COMPLETED
-        )
-        waiting = asyncio.ensure_future(watcher.changed(ANY_INSTANCE, 60.0))
-        await asyncio.sleep(0)
-        await writer.create(instance(uuid.uuid4().hex)._replace(due_at=time.time()), [started()])
-        async with asyncio.timeout(10):
-            await waiting
+        async with watcher.watch(ANY_INSTANCE) as work:  # listening from here on
+            finished = uuid.uuid4().hex  # the channels are database-wide: no other test's id
+            await writer.create(instance(finished), [started()])
+            await writer.append(
+                finished, [step_record(1, RecordType.SAGA_COMPLETED)], SagaStatus.COMPLETED
+            )
+            new = instance(uuid.uuid4().hex)._replace(due_at=time.time())
+            await writer.create(new, [started()])
+            async with asyncio.timeout(10):
+                await work.wait(60.0)
         assert (WORK_CHANNEL, ANY_INSTANCE) in heard
         assert all(payload != finished for _, payload in heard)  # committed first: not heard
     finally:
@@ -290,23 +341,17 @@ async def test_two_workers_claiming_at_once_never_share_an_instance(url: str) ->
         await second.close()
 
 
-async def test_writes_of_many_sagas_share_commits(url: str) -> None:
+async def test_writes_of_many_sagas_share_commits(
+    url: str, admin: asyncpg.Connection[asyncpg.Record]
+) -> None:
     store = await open_store(url)
-    assert isinstance(store, PostgresStore)
-    commits = 0
-    real = store._commit
-
-    async def counted(writes: list[_Create | _Append]) -> list[tuple[bool, object]]:
-        nonlocal commits
-        commits += 1
-        return await real(writes)
-
-    store._commit = counted  # type: ignore[method-assign]
     try:
         created = await asyncio.gather(
             *(store.create(instance(f"b{i}"), [started()]) for i in range(300))
         )
         assert all(created)
+        # A row's xmin is the transaction that inserted it: as many as there were commits.
+        commits = await admin.fetchval("SELECT count(DISTINCT xmin::text) FROM sagas")
         assert commits <= 10
     finally:
         await store.close()

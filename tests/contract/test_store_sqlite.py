@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 from collections.abc import AsyncIterator
@@ -10,17 +11,42 @@ from pathlib import Path
 import pytest
 
 from sagakit import SagaStatus, SchemaVersionError, StoreError, UnsupportedDatabaseError, open_store
+from sagakit.log import RecordType
 from sagakit.store import Store
+from sagakit.store import sqlite as sqlite_store
 from sagakit.store.sqlite import SCHEMA_VERSION, SqliteStore
 from sagakit.testing import SchedulingContract, StoreContract, instance, started, step_record
 
 
 class TestSqliteStore(StoreContract, SchedulingContract):
     @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
+    async def store(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Store]:
+        # Polls an hour apart: a watch that returns early in the contract was woken by the
+        # change, not by a poll (which the next test checks on its own).
+        monkeypatch.setattr(sqlite_store, "POLL_INTERVAL", 3600.0)
         store = await open_store(f"sqlite:///{tmp_path}/log.db")
         yield store
         await store.close()
+
+
+async def test_a_watch_looks_again_for_changes_made_by_another_process(tmp_path: Path) -> None:
+    """Nothing tells one SQLite store of another's commits, so its waits end at each poll
+    (an early return, which a watch allows) and the caller finds the change by looking."""
+    url = f"sqlite:///{tmp_path}/log.db"
+    watcher, writer = await SqliteStore.open(url), await SqliteStore.open(url)
+    try:
+        await writer.create(instance("p"), [started()])
+        async with watcher.watch("p") as watch:
+            await writer.append(
+                "p", [step_record(1, RecordType.SAGA_COMPLETED)], SagaStatus.COMPLETED
+            )
+            async with asyncio.timeout(10):
+                await watch.wait(3600.0)  # returns after POLL_INTERVAL at the most
+        loaded = await watcher.load("p")
+        assert loaded is not None and loaded.instance.status is SagaStatus.COMPLETED
+    finally:
+        await watcher.close()
+        await writer.close()
 
 
 async def test_records_survive_closing_and_reopening(tmp_path: Path) -> None:

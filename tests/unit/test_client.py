@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 
@@ -22,6 +23,7 @@ from sagakit import (
     Worker,
 )
 from sagakit.log import RecordType
+from sagakit.store import ANY_INSTANCE, Store, StoredSaga, StoreWrapper, Watch
 
 FAST = Retry(attempts=3, backoff=0, jitter=0)
 
@@ -304,21 +306,21 @@ async def _has(store: MemoryStore, saga_id: str, kind: RecordType) -> bool:
 
 async def _until_held(store: MemoryStore, saga_id: str) -> None:
     """Wait until a worker has claimed the instance and started its first step."""
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(10), store.watch(saga_id) as change:
         while not await _has(store, saga_id, RecordType.STEP_STARTED):
-            await store.changed(saga_id, 1.0)
+            await change.wait(1.0)
 
 
 async def _until_logged(store: MemoryStore, saga_id: str, kind: RecordType) -> None:
     """Wait, woken by the store's change notices and with a deadline, until the log has a
     record of ``kind`` and nobody holds the instance (its driver has moved on)."""
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(10), store.watch(saga_id) as change:
         while True:
             stored = await store.load(saga_id)
             held = stored is None or stored.instance.lease_owner is not None
             if not held and await _has(store, saga_id, kind):
                 return
-            await store.changed(saga_id, 1.0)
+            await change.wait(1.0)
 
 
 async def test_an_idle_worker_hears_of_new_work_without_waiting_for_its_poll(
@@ -326,14 +328,36 @@ async def test_an_idle_worker_hears_of_new_work_without_waiting_for_its_poll(
 ) -> None:
     calls = Calls()
     stop = asyncio.Event()
-    worker = Worker(store, [order_saga(calls)], poll=3600)  # it would poll once an hour
+    observed = _Idle(store)
+    worker = Worker(observed, [order_saga(calls)], poll=3600)  # it would poll once an hour
     task = asyncio.ensure_future(worker.run(stop))
     client = Client(store)
-    for _ in range(10):  # the worker looks once, finds nothing and waits (no I/O here)
-        await asyncio.sleep(0)
-    assert store._watchers, "the idle worker listens for news of due work"
+    async with asyncio.timeout(10):  # the worker listens, looks once and finds nothing
+        await observed.found_nothing.wait()
+    assert observed.watching == [ANY_INSTANCE], "the idle worker listens for news of due work"
     saga_id = await client.start(order_saga(Calls()), {})
     result = await client.result(saga_id, timeout=30)
     stop.set()
     await task
     assert result.status is SagaStatus.COMPLETED
+
+
+class _Idle(StoreWrapper):
+    """Tells what a worker watches, and when one of its claims came back empty."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.watching: list[str] = []
+        self.found_nothing = asyncio.Event()
+
+    def watch(self, saga_id: str) -> AbstractAsyncContextManager[Watch]:
+        self.watching.append(saga_id)
+        return super().watch(saga_id)
+
+    async def claim(
+        self, owner: str, limit: int, lease: float, *, due_only: bool = True
+    ) -> list[StoredSaga]:
+        claimed = await super().claim(owner, limit, lease, due_only=due_only)
+        if not claimed:
+            self.found_nothing.set()
+        return claimed

@@ -50,11 +50,12 @@ class World:
         def all_ended() -> bool:
             return all(s is not None and s.is_terminal for s in found.values())
 
-        for _ in range(400):
-            found = {saga_id: await self.status(saga_id) for saga_id in saga_ids}
-            if all_ended():
-                return
-            await self.store.changed(saga_ids[0], 0.025)
+        async with self.store.watch(saga_ids[0]) as change:
+            for _ in range(400):
+                found = {saga_id: await self.status(saga_id) for saga_id in saga_ids}
+                if all_ended():
+                    return
+                await change.wait(0.025)
         raise AssertionError(f"not all ended: {found}")
 
 

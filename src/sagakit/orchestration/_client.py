@@ -8,7 +8,6 @@ a worker; a running saga that a worker holds is asked to cancel through its inbo
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import socket
 import time
@@ -67,20 +66,16 @@ class Client:
         loop. Raises :class:`ResultTimeoutError` after ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = _WAKE if deadline is None else deadline - time.monotonic()
-            # Listen before looking, so a change made in between still wakes us.
-            change = asyncio.ensure_future(self.store.changed(saga_id, max(min(left, _WAKE), 0)))
-            await asyncio.sleep(0)  # let the watch register before the load below
-            try:
+        # Watch before looking, so a change made in between still wakes us.
+        async with self.store.watch(saga_id) as change:
+            while True:
                 state = await self.state(saga_id)
                 if state.status in TERMINAL:
                     return SagaResult.of(state)
+                left = _WAKE if deadline is None else deadline - time.monotonic()
                 if left <= 0:
                     raise ResultTimeoutError(saga_id, timeout or 0.0, state.status.value)
-                await change
-            finally:
-                change.cancel()
+                await change.wait(min(left, _WAKE))
 
     async def state(self, saga_id: str) -> SagaState:
         """The instance's state as its log tells it now."""

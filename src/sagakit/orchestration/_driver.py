@@ -280,12 +280,13 @@ class Driver:
         status = self.state.status
         if self.hand_back and (due_at is None or due_at - time.time() > _SHORT_WAIT):
             raise Suspended(due_at)
-        while due_at is None or time.time() < due_at:
-            if await self.store.messages(self.state.id, after=self.state.last_message):
-                break
-            left = _IDLE_CHECK if due_at is None else min(due_at - time.time(), _IDLE_CHECK)
-            if left > 0:
-                await self.store.changed(self.state.id, left)
+        async with self.store.watch(self.state.id) as change:
+            while due_at is None or time.time() < due_at:
+                if await self.store.messages(self.state.id, after=self.state.last_message):
+                    break
+                left = _IDLE_CHECK if due_at is None else min(due_at - time.time(), _IDLE_CHECK)
+                if left > 0:
+                    await change.wait(left)
         await self.take_messages()
         await self.flush()
         return self.state.status is status

@@ -17,8 +17,7 @@ from typing import Any
 from sagakit.errors import InvalidArgumentError
 from sagakit.orchestration._definition import Saga
 from sagakit.orchestration._engine import DEFAULT_LEASE, DriveReport, Engine
-from sagakit.store import Store, StoredSaga
-from sagakit.store._base import ANY_INSTANCE
+from sagakit.store import ANY_INSTANCE, Store, StoredSaga, Watch
 
 Report = Callable[[DriveReport], None]
 
@@ -55,12 +54,10 @@ class Worker:
         ``grace`` seconds and hand the rest back (a later claim repeats their calls with
         the same idempotency keys, as after a crash)."""
         try:
-            while not stop.is_set():
-                # Listen for news of due work before looking, so work created in between
-                # is not missed until the next poll.
-                news = asyncio.ensure_future(self.engine.store.changed(ANY_INSTANCE, self.poll))
-                await asyncio.sleep(0)
-                try:
+            # Watch for news of due work before looking, so work created in between is not
+            # missed until the next poll.
+            async with self.engine.store.watch(ANY_INSTANCE) as news:
+                while not stop.is_set():
                     free = self.concurrency - len(self._tasks)
                     claimed = await self._claim(free) if free > 0 else []
                     for stored in claimed:
@@ -68,8 +65,6 @@ class Worker:
                     if claimed and len(claimed) == free:
                         continue  # maybe more due work: claim again as soon as a slot frees
                     await self._idle(stop, news)
-                finally:
-                    news.cancel()
         finally:
             await self._shutdown(grace)
 
@@ -94,17 +89,18 @@ class Worker:
         else:
             self.report(DriveReport(claimed.instance.id, result=result))
 
-    async def _idle(self, stop: asyncio.Event, news: asyncio.Future[None]) -> None:
+    async def _idle(self, stop: asyncio.Event, news: Watch) -> None:
         """Wait for a reason to claim again: a freed slot when full, else news of due work
         from the store (or the poll, for what a store cannot announce); or stop."""
         self._slot_freed.clear()
-        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+        waits: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(news.wait(self.poll)),
+        ]
         if len(self._tasks) >= self.concurrency:
             waits.append(asyncio.ensure_future(self._slot_freed.wait()))
         try:
-            await asyncio.wait(
-                [*waits, news], timeout=self.poll, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait(waits, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for wait in waits:
                 wait.cancel()

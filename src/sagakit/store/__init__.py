@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from sagakit.errors import StoreError, UnsupportedDatabaseError
-from sagakit.store._base import Store, StoredSaga, StoreWrapper
+from sagakit.store._base import ANY_INSTANCE, Store, StoredSaga, StoreWrapper, Watch
 from sagakit.store.memory import MemoryStore
 
-__all__ = ["SCHEMES", "MemoryStore", "Store", "StoreWrapper", "StoredSaga", "open_store"]
+__all__ = [
+    "ANY_INSTANCE",
+    "SCHEMES",
+    "MemoryStore",
+    "Store",
+    "StoreWrapper",
+    "StoredSaga",
+    "Watch",
+    "open_store",
+]
 
 SCHEMES = ["memory", "sqlite", "postgresql"]
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from sagakit.log import Instance, Message, Record, SagaStatus
 
 ANY_INSTANCE = "*"
-"""Watch this id with ``changed`` to hear of new work: a store wakes its watchers when an
+"""Watch this id with ``watch`` to hear of new work: a store wakes its watchers when an
 instance is created due, or a message makes one due (workers then claim at once)."""
 
 
@@ -22,6 +23,25 @@ class StoredSaga:
     last_message: int = 0
     """The id of the newest message in the instance's inbox (0: none), so that an engine
     reads the inbox only when it holds something the log has not taken yet."""
+
+
+class Watch(Protocol):
+    """What ``async with store.watch(saga_id) as watch`` gives: news of one instance's
+    changes from entering the block on, so that a caller may look at the instance and then
+    wait, without missing a change made in between::
+
+        async with store.watch(saga_id) as watch:
+            while not finished(await store.load(saga_id)):
+                await watch.wait(timeout)
+    """
+
+    async def wait(self, timeout: float) -> None:
+        """Return at the first change of the instance after the watch was entered (or after
+        the previous ``wait`` returned), or after ``timeout`` seconds.
+
+        A spurious early return is allowed, a missed change is not.
+        """
+        ...
 
 
 class Store(Protocol):
@@ -99,12 +119,23 @@ class Store(Protocol):
         """The instance's messages with ``id`` greater than ``after``, oldest first."""
         ...
 
+    def watch(self, saga_id: str) -> AbstractAsyncContextManager[Watch]:
+        """Watch the instance's row for changes while in the ``async with`` block.
+
+        The watch is registered when the block is entered: a change committed after that,
+        by this process or another, wakes its :meth:`Watch.wait` (a store that cannot be
+        told of other processes' changes polls at a modest interval). ``ANY_INSTANCE``
+        watches for new due work on any instance.
+        """
+        ...
+
     async def changed(self, saga_id: str, timeout: float) -> None:
         """Return when the instance's row may have changed, or after ``timeout`` seconds.
 
         Used to wait for an outcome without a busy loop; a spurious return is allowed,
         a missed change is not (a store that cannot be told polls at a modest interval).
-        ``ANY_INSTANCE`` waits for new due work on any instance.
+        ``ANY_INSTANCE`` waits for new due work on any instance. Being replaced by
+        :meth:`watch`, which cannot miss a change made just before the wait begins.
         """
         ...
 
@@ -157,6 +188,9 @@ class StoreWrapper:
 
     async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
         return await self.inner.messages(saga_id, after)
+
+    def watch(self, saga_id: str) -> AbstractAsyncContextManager[Watch]:
+        return self.inner.watch(saga_id)
 
     async def changed(self, saga_id: str, timeout: float) -> None:
         await self.inner.changed(saga_id, timeout)

@@ -1,47 +1,76 @@
-"""Waiting for an instance to change, for the stores' ``changed``."""
+"""Waiting for an instance to change, for the stores' ``watch`` and ``changed``.
+
+A watch is registered for as long as its block runs, not just while someone awaits it, so a
+change made between two waits (while the caller looks at what changed) is not missed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+
+
+class Watched:
+    """One registered watch: :meth:`wait` returns at the first change since the watch began
+    or since the previous ``wait`` returned, or after its timeout (a :class:`Watch`)."""
+
+    __slots__ = ("_changed", "_poll")
+
+    def __init__(self, poll: float | None) -> None:
+        self._changed = asyncio.Event()
+        self._poll = poll
+
+    def wake(self) -> None:
+        self._changed.set()
+
+    async def wait(self, timeout: float) -> None:
+        if self._poll is not None:
+            timeout = min(timeout, self._poll)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
+        self._changed.clear()
 
 
 class Watchers:
-    """The callers waiting for news of each instance; a store wakes them when it writes
-    (and, on PostgreSQL, when a NOTIFY says another process did)."""
+    """The watches on each instance; a store wakes them when it writes (and, on PostgreSQL,
+    when a NOTIFY says another process did).
 
-    def __init__(self) -> None:
-        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
+    ``poll`` caps every wait, for a store that cannot be told of other processes' changes
+    and so must look again that often.
+    """
+
+    def __init__(self, poll: float | None = None) -> None:
+        self._watching: dict[str, set[Watched]] = {}
+        self._poll = poll
 
     def __bool__(self) -> bool:
-        return bool(self._waiting)
+        return bool(self._watching)
 
-    @contextlib.contextmanager
-    def watch(self, saga_id: str) -> Iterator[asyncio.Future[None]]:
-        """A future woken by the next change of ``saga_id``, registered while in the block."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(saga_id, []).append(waiter)
+    @contextlib.asynccontextmanager
+    async def watch(self, saga_id: str) -> AsyncIterator[Watched]:
+        """A watch on ``saga_id``, registered from entering the block to leaving it."""
+        watched = Watched(self._poll)
+        self._watching.setdefault(saga_id, set()).add(watched)
         try:
-            yield waiter
+            yield watched
         finally:
-            waiters = self._waiting.get(saga_id, [])
-            if waiter in waiters:
-                waiters.remove(waiter)
-            if not waiters:
-                self._waiting.pop(saga_id, None)
+            watching = self._watching[saga_id]
+            watching.discard(watched)
+            if not watching:
+                del self._watching[saga_id]
 
     async def wait(self, saga_id: str, timeout: float) -> None:
         """Return on the next change of ``saga_id`` or after ``timeout`` seconds."""
-        with self.watch(saga_id) as waiter, contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await waiter
+        async with self.watch(saga_id) as watched:
+            await watched.wait(timeout)
 
     def wake(self, saga_id: str) -> None:
-        for waiter in self._waiting.pop(saga_id, []):
-            if not waiter.done():
-                waiter.set_result(None)
+        for watched in self._watching.get(saga_id, ()):
+            watched.wake()
 
     def wake_all(self) -> None:
-        for saga_id in list(self._waiting):
-            self.wake(saga_id)
+        for watching in self._watching.values():
+            for watched in watching:
+                watched.wake()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL, UNFINISHED
-from sagakit.store._base import ANY_INSTANCE, StoredSaga
+from sagakit.store._base import ANY_INSTANCE, StoredSaga, Watch
 from sagakit.store._watchers import Watchers
 
 
@@ -164,6 +165,9 @@ class MemoryStore:
 
     async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
         return [m for m in self._inbox if m.saga_id == saga_id and m.id > after]
+
+    def watch(self, saga_id: str) -> AbstractAsyncContextManager[Watch]:
+        return self._watchers.watch(saga_id)
 
     async def changed(self, saga_id: str, timeout: float) -> None:
         await self._watchers.wait(saga_id, timeout)

@@ -12,11 +12,12 @@ own savepoint, so only the conflicting write fails.
 Leases and due times are compared with the *database's* clock, so workers on machines whose
 clocks drift apart still agree on when a lease has lapsed.
 
-``changed`` listens on one dedicated connection, opened at the first wait, on the channels
-someone waits on: ``sagakit_changes`` for one instance (a status change, by a trigger on
+``watch`` listens on one dedicated connection, opened at the first watch, on the channels
+someone watches: ``sagakit_changes`` for one instance (a status change, by a trigger on
 ``sagas``, a message and a release notify in the same transaction; plain ``running``
-appends, the hot path, do not, and wake only this store's own waiters) and ``sagakit_work``
-for new due work (what idle workers wait for).
+appends, the hot path, do not, and wake only this store's own watches) and ``sagakit_work``
+for new due work (what idle workers wait for). Entering a watch returns once the server
+listens on its channel, so whatever commits after that is heard.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias
@@ -33,16 +34,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from sagakit.errors import (
-    ConcurrentUpdateError,
-    InvalidStoreURLError,
-    SchemaVersionError,
-    StoreError,
-    UnknownSagaError,
-)
-from sagakit.log import Instance, Message, Record, RecordType, SagaStatus
+from sagakit._urls import redact
+from sagakit.errors import ConcurrentUpdateError, InvalidStoreURLError, StoreError, UnknownSagaError
+from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL
-from sagakit.store._base import ANY_INSTANCE, StoredSaga
+from sagakit.store import _sql
+from sagakit.store._base import ANY_INSTANCE, StoredSaga, Watch
 from sagakit.store._watchers import Watchers
 
 CHANNEL = "sagakit_changes"
@@ -63,7 +60,7 @@ few hundred writes it is faster to let another flusher commit the rest side by s
 _UNFINISHED = "('pending', 'running', 'compensating')"
 _NOW = "extract(epoch FROM now())::float8"
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: _sql.Migrations = (
     (
         """CREATE TABLE sagas (
             id text PRIMARY KEY,
@@ -269,7 +266,6 @@ _DRIVER_ERRORS = (
 )
 
 _Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
-_Settled: TypeAlias = tuple[bool, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +285,7 @@ class Settings:
         """Read ``?schema=NAME`` (default ``public``) and ``?pool=N``; keep the rest."""
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres"):
-            raise InvalidStoreURLError(f"not a PostgreSQL URL: {_redact(url)!r}")
+            raise InvalidStoreURLError(f"not a PostgreSQL URL: {redact(url)!r}")
         query = parse_qsl(parts.query, keep_blank_values=True)
         ours = dict(query)
         schema = ours.get("schema", "public")
@@ -300,7 +296,7 @@ class Settings:
             raise InvalidStoreURLError(f"invalid pool size {pool!r}: use ?pool=N with N >= 1")
         rest = urlencode([(k, v) for k, v in query if k not in ("schema", "pool")])
         dsn = urlunsplit(parts._replace(query=rest))
-        return cls(dsn, schema, int(pool), _redact(url), parts.password)
+        return cls(dsn, schema, int(pool), redact(url), parts.password)
 
     @property
     def quoted_schema(self) -> str:
@@ -325,15 +321,6 @@ class Settings:
             yield
         except _DRIVER_ERRORS as error:
             raise self.error(error) from error
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class _Create(NamedTuple):
@@ -434,13 +421,13 @@ class PostgresStore:
         args: list[object] = [limit] + ([status.value] if status else [])
         with self._settings.translated():
             rows = await self._pool.fetch(sql, *args)
-        return [_instance(tuple(row)) for row in rows]
+        return [_sql.instance_of(tuple(row)) for row in rows]
 
     async def unfinished(self) -> list[Instance]:
         sql = f"SELECT {_ROW} FROM sagas WHERE status IN {_UNFINISHED} ORDER BY created_at, id"
         with self._settings.translated():
             rows = await self._pool.fetch(sql)
-        return [_instance(tuple(row)) for row in rows]
+        return [_sql.instance_of(tuple(row)) for row in rows]
 
     async def claim(
         self, owner: str, limit: int, lease: float, *, due_only: bool = True
@@ -494,17 +481,25 @@ class PostgresStore:
             rows = await self._pool.fetch(sql, saga_id, after)
         return [Message(*row) for row in rows]
 
+    @contextlib.asynccontextmanager
+    async def watch(self, saga_id: str) -> AsyncIterator[Watch]:
+        """Woken by a NOTIFY from any process, or at once by this store's own writes; the
+        server listens on the watch's channel before the block is entered."""
+        channel = _channel(saga_id)
+        async with self._watchers.watch(saga_id) as watched:
+            await self._listening(channel)
+            yield _Heard(watched, channel, self._listening)
+
     async def changed(self, saga_id: str, timeout: float) -> None:
         """Woken by a NOTIFY from any process, or at once by this store's own writes.
 
-        If the listening connection was lost it is re-established and the call returns at
-        once: a change made while nobody listened cannot be ruled out.
+        If this store did not listen on the channel yet (or the listening connection was
+        lost) it starts to and the call returns at once: a change made while nobody
+        listened cannot be ruled out.
         """
-        channel = WORK_CHANNEL if saga_id == ANY_INSTANCE else CHANNEL
-        with self._watchers.watch(saga_id) as waiter, contextlib.suppress(TimeoutError):
-            if await self._listening(channel):
-                async with asyncio.timeout(timeout):
-                    await waiter
+        async with self._watchers.watch(saga_id) as watched:
+            if await self._listening(_channel(saga_id)):
+                await watched.wait(timeout)
 
     async def close(self) -> None:
         """Commit what is queued, then close the listener and the pool."""
@@ -553,11 +548,11 @@ class PostgresStore:
                 if self._queue and not self._starting and self._flushing < self._max_flushers:
                     self._start_flusher()  # more than a batch is waiting: commit side by side
                 outcomes = await self._commit([write for write, _ in batch])
-                _settle(batch, outcomes)
+                _sql.settle(batch, outcomes)
         finally:
             self._flushing -= 1
 
-    async def _commit(self, writes: list[_Write]) -> list[_Settled]:
+    async def _commit(self, writes: list[_Write]) -> list[_sql.Settled]:
         """Commit on an idle writer connection (a new one if none is idle); a connection
         that failed or was interrupted mid-statement is closed, not reused."""
         conn = None
@@ -613,6 +608,28 @@ class PostgresStore:
         self._watchers.wake_all()
 
 
+class _Heard:
+    """A watch heard through LISTEN. If the listening connection was lost, ``wait`` listens
+    anew and returns at once: a change made while nobody listened cannot be ruled out."""
+
+    __slots__ = ("_channel", "_listening", "_watched")
+
+    def __init__(
+        self, watched: Watch, channel: str, listening: Callable[[str], Awaitable[bool]]
+    ) -> None:
+        self._watched = watched
+        self._channel = channel
+        self._listening = listening
+
+    async def wait(self, timeout: float) -> None:
+        if await self._listening(self._channel):
+            await self._watched.wait(timeout)
+
+
+def _channel(saga_id: str) -> str:
+    return WORK_CHANNEL if saga_id == ANY_INSTANCE else CHANNEL
+
+
 def flushers(pool: int) -> int:
     """How many of a store's ``pool`` connections commit batches side by side."""
     return max(1, min(4, pool // 2))
@@ -633,7 +650,7 @@ async def migrate(url: str) -> int:
             await conn.close()
 
 
-async def commit_batch(conn: _Conn, writes: list[_Write]) -> list[_Settled]:
+async def commit_batch(conn: _Conn, writes: list[_Write]) -> list[_sql.Settled]:
     """Commit ``writes`` in one statement, or one by one if the batch has a conflict.
 
     Outcomes line up with ``writes``: ``(True, result)`` or ``(False, error)``.
@@ -649,14 +666,14 @@ async def commit_batch(conn: _Conn, writes: list[_Write]) -> list[_Settled]:
     return await _one_by_one(conn, writes)
 
 
-async def _one_by_one(conn: _Conn, writes: list[_Write]) -> list[_Settled]:
+async def _one_by_one(conn: _Conn, writes: list[_Write]) -> list[_sql.Settled]:
     """One transaction, each write under a savepoint; rows locked in id order first."""
     async with conn.transaction():
         await conn.execute(_LOCK_IN_ORDER, sorted({write.saga_id for write in writes}))
         return [await _savepointed(conn, write) for write in writes]
 
 
-async def _savepointed(conn: _Conn, write: _Write) -> _Settled:
+async def _savepointed(conn: _Conn, write: _Write) -> _sql.Settled:
     try:
         async with conn.transaction():
             row = await conn.fetchrow(_WRITE, *_arrays([write]))
@@ -668,18 +685,8 @@ async def _savepointed(conn: _Conn, write: _Write) -> _Settled:
     return _outcomes([write], set(row[0]), set(row[1]))[0]
 
 
-def _settle(batch: list[tuple[_Write, asyncio.Future[Any]]], outcomes: list[_Settled]) -> None:
-    for (_, done), (ok, value) in zip(batch, outcomes, strict=True):
-        if done.done():  # the caller was cancelled; its write landed anyway
-            continue
-        if ok:
-            done.set_result(value)
-        else:
-            done.set_exception(value)
-
-
-def _outcomes(writes: list[_Write], created: set[str], updated: set[str]) -> list[_Settled]:
-    outcomes: list[_Settled] = []
+def _outcomes(writes: list[_Write], created: set[str], updated: set[str]) -> list[_sql.Settled]:
+    outcomes: list[_sql.Settled] = []
     for write in writes:
         if isinstance(write, _Create):
             outcomes.append((True, write.saga_id in created))
@@ -702,9 +709,7 @@ def _arrays(writes: list[_Write]) -> list[Sequence[Any]]:
         else:
             status = write.status
             updates.append((saga_id, status.value, write.records[-1].at, status in TERMINAL))
-        log.extend(
-            (saga_id, r.seq, r.type.value, r.at, r.step, r.attempt, r.data) for r in write.records
-        )
+        log += _sql.log_rows(saga_id, write.records)
     return [*_columns(instances, 9), *_columns(updates, 4), *_columns(log, 7)]
 
 
@@ -718,7 +723,7 @@ async def _migrate(conn: _Conn, settings: Settings, *, create: bool) -> int:
     found = await _schema_version(conn, settings)
     if found == SCHEMA_VERSION:
         return found  # the common case costs no lock and no transaction
-    _refuse_newer(found, settings)
+    _sql.refuse_newer(MIGRATIONS, found, settings.display)
     if found == 0 and not create:
         raise StoreError(f"no sagakit saga log in schema {settings.schema!r} of {settings.display}")
     key = f"sagakit.migrate.{settings.schema}"
@@ -728,7 +733,7 @@ async def _migrate(conn: _Conn, settings: Settings, *, create: bool) -> int:
         # still say "no such schema", so it sees what an opener before us committed.
         async with conn.transaction():
             found = await _schema_version(conn, settings)
-            _refuse_newer(found, settings)
+            _sql.refuse_newer(MIGRATIONS, found, settings.display)
             await _apply(conn, settings, found)
     finally:
         await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
@@ -746,10 +751,9 @@ async def _apply(conn: _Conn, settings: Settings, found: int) -> None:
         " applied_at timestamptz NOT NULL DEFAULT now())"
     )
     await conn.execute(f"SET LOCAL search_path TO {schema}")
-    for version in range(found + 1, SCHEMA_VERSION + 1):
-        for statement in MIGRATIONS[version - 1]:
-            await conn.execute(statement)
-        await conn.execute(f"INSERT INTO {schema}.sagakit_schema (version) VALUES ($1)", version)
+    record = f"INSERT INTO {schema}.sagakit_schema (version) VALUES ($1)"
+    for statement, args in _sql.upgrade(MIGRATIONS, found, record):
+        await conn.execute(statement, *args)
 
 
 async def _schema_version(conn: _Conn, settings: Settings) -> int:
@@ -758,11 +762,6 @@ async def _schema_version(conn: _Conn, settings: Settings) -> int:
         return 0
     version = await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {table}")
     return int(version)
-
-
-def _refuse_newer(found: int, settings: Settings) -> None:
-    if found > SCHEMA_VERSION:
-        raise SchemaVersionError(settings.display, found, SCHEMA_VERSION)
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -776,15 +775,7 @@ def _stored_sagas(rows: Sequence[asyncpg.Record]) -> list[StoredSaga]:
     for row in rows:
         values = tuple(row)
         if not found or found[-1].instance.id != values[0]:
-            found.append(StoredSaga(_instance(values[:9]), [], values[9]))
+            found.append(StoredSaga(_sql.instance_of(values[:9]), [], values[9]))
         if values[10] is not None:  # an instance without records joins one row of NULLs
-            found[-1].records.append(_record(values[10:]))
+            found[-1].records.append(_sql.record_of(values[10:]))
     return found
-
-
-def _record(row: tuple[Any, ...]) -> Record:
-    return Record(row[0], RecordType(row[1]), row[2], row[3], row[4], row[5])
-
-
-def _instance(row: tuple[Any, ...]) -> Instance:
-    return Instance(row[0], row[1], row[2], SagaStatus(row[3]), *row[4:])

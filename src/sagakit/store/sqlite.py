@@ -18,6 +18,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -25,21 +26,22 @@ from sagakit.errors import (
     ConcurrentUpdateError,
     InvalidStoreURLError,
     SagakitError,
-    SchemaVersionError,
     StoreError,
     UnknownSagaError,
 )
-from sagakit.log import Instance, Message, Record, RecordType, SagaStatus
+from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL, UNFINISHED
-from sagakit.store._base import ANY_INSTANCE, StoredSaga
+from sagakit.store import _sql
+from sagakit.store._base import ANY_INSTANCE, StoredSaga, Watch
 from sagakit.store._watchers import Watchers
 
 T = TypeVar("T")
 
 POLL_INTERVAL = 0.2
-"""How often :meth:`SqliteStore.changed` looks for changes made by other processes."""
+"""How often a watch on a :class:`SqliteStore` looks for changes made by other processes:
+its ``wait`` returns after this long at the most."""
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: _sql.Migrations = (
     (
         """CREATE TABLE sagas (
             id TEXT PRIMARY KEY,
@@ -158,7 +160,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._queue: list[tuple[_Write, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
-        self._watchers = Watchers()
+        self._watchers = Watchers(poll=POLL_INTERVAL)
 
     @classmethod
     async def open(cls, url: str, *, create: bool = True) -> SqliteStore:
@@ -176,14 +178,14 @@ class SqliteStore:
     # -- the Store protocol ------------------------------------------------------------------
 
     async def create(self, instance: Instance, records: Sequence[Record]) -> bool:
-        created: bool = await self._write(_Create(instance, _rows(instance.id, records)))
+        created: bool = await self._write(_Create(instance, _sql.log_rows(instance.id, records)))
         if created and instance.due_at is not None:
             self._watchers.wake(ANY_INSTANCE)
         return created
 
     async def append(self, saga_id: str, records: Sequence[Record], status: SagaStatus) -> None:
         update = (status.value, records[-1].at, status in TERMINAL, saga_id)
-        await self._write(_Append(saga_id, records[0].seq, update, _rows(saga_id, records)))
+        await self._write(_Append(saga_id, records[0].seq, update, _sql.log_rows(saga_id, records)))
         if self._watchers:
             self._watchers.wake(saga_id)
 
@@ -197,13 +199,13 @@ class SqliteStore:
         params: list[object] = [status.value] if status else []
         sql = f"SELECT * FROM sagas {where} ORDER BY created_at DESC, rowid DESC LIMIT ?"
         params.append(-1 if limit is None else limit)
-        return self._guarded(lambda conn: [_instance(r) for r in conn.execute(sql, params)])
+        return self._guarded(lambda conn: [_sql.instance_of(r) for r in conn.execute(sql, params)])
 
     async def unfinished(self) -> list[Instance]:
         marks = ", ".join("?" for _ in UNFINISHED)
         sql = f"SELECT * FROM sagas WHERE status IN ({marks}) ORDER BY created_at, rowid"
         params = [s.value for s in UNFINISHED]
-        return self._guarded(lambda conn: [_instance(r) for r in conn.execute(sql, params)])
+        return self._guarded(lambda conn: [_sql.instance_of(r) for r in conn.execute(sql, params)])
 
     async def claim(
         self, owner: str, limit: int, lease: float, *, due_only: bool = True
@@ -295,9 +297,14 @@ class SqliteStore:
             lambda conn: [Message(*row) for row in conn.execute(sql, (saga_id, after))]
         )
 
+    def watch(self, saga_id: str) -> AbstractAsyncContextManager[Watch]:
+        """Woken at once by changes made through this store; polls for other processes'
+        (each ``wait`` returns after :data:`POLL_INTERVAL` at the most)."""
+        return self._watchers.watch(saga_id)
+
     async def changed(self, saga_id: str, timeout: float) -> None:
         """Woken at once by changes made through this store; polls for other processes'."""
-        await self._watchers.wait(saga_id, min(timeout, POLL_INTERVAL))
+        await self._watchers.wait(saga_id, timeout)
 
     async def close(self) -> None:
         if self._queue:
@@ -335,20 +342,14 @@ class SqliteStore:
             outcomes = self._guarded(lambda conn: _commit(conn, [w for w, _ in batch]))
         except Exception as error:
             outcomes = [(False, error)] * len(batch)
-        for (_, done), (ok, value) in zip(batch, outcomes, strict=True):
-            if done.done():  # the caller was cancelled; its write landed anyway
-                continue
-            if ok:
-                done.set_result(value)
-            else:
-                done.set_exception(value)
+        _sql.settle(batch, outcomes)
 
     def _connect(self, _: object) -> sqlite3.Connection:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            _check_version(conn, self.url)
+            _sql.refuse_newer(MIGRATIONS, _schema_version(conn), self.url)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=10000")
@@ -357,13 +358,6 @@ class SqliteStore:
             conn.close()
             raise
         return conn
-
-
-def _check_version(conn: sqlite3.Connection, url: str) -> None:
-    """Refuse a database made by a newer sagakit, before anything is written to it."""
-    version = _schema_version(conn)
-    if version > SCHEMA_VERSION:
-        raise SchemaVersionError(url, version, SCHEMA_VERSION)
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
@@ -384,18 +378,16 @@ def _migrate(conn: sqlite3.Connection) -> None:
             "CREATE TABLE IF NOT EXISTS sagakit_schema (version INTEGER NOT NULL, applied_at "
             "TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
         )
-        current = _schema_version(conn)
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[version - 1]:
-                conn.execute(statement)
-            conn.execute("INSERT INTO sagakit_schema (version) VALUES (?)", (version,))
+        record = "INSERT INTO sagakit_schema (version) VALUES (?)"
+        for statement, args in _sql.upgrade(MIGRATIONS, _schema_version(conn), record):
+            conn.execute(statement, args)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
 
 
-def _commit(conn: sqlite3.Connection, writes: list[_Write]) -> list[tuple[bool, Any]]:
+def _commit(conn: sqlite3.Connection, writes: list[_Write]) -> list[_sql.Settled]:
     """One transaction, and one fsync, for many writes.
 
     All the log rows of the batch go in with one ``executemany``; if anything in the batch
@@ -418,8 +410,8 @@ def _commit(conn: sqlite3.Connection, writes: list[_Write]) -> list[tuple[bool, 
     return outcomes
 
 
-def _together(conn: sqlite3.Connection, writes: list[_Write]) -> list[tuple[bool, Any]]:
-    outcomes: list[tuple[bool, Any]] = []
+def _together(conn: sqlite3.Connection, writes: list[_Write]) -> list[_sql.Settled]:
+    outcomes: list[_sql.Settled] = []
     log: list[tuple[Any, ...]] = []
     updates: list[tuple[str, float, bool, str]] = []
     for write in writes:
@@ -443,8 +435,8 @@ def _together(conn: sqlite3.Connection, writes: list[_Write]) -> list[tuple[bool
     return outcomes
 
 
-def _one_by_one(conn: sqlite3.Connection, writes: list[_Write]) -> list[tuple[bool, Any]]:
-    outcomes: list[tuple[bool, Any]] = []
+def _one_by_one(conn: sqlite3.Connection, writes: list[_Write]) -> list[_sql.Settled]:
+    outcomes: list[_sql.Settled] = []
     for write in writes:
         conn.execute("SAVEPOINT w")
         try:
@@ -454,10 +446,6 @@ def _one_by_one(conn: sqlite3.Connection, writes: list[_Write]) -> list[tuple[bo
             outcomes.append((False, error))
         conn.execute("RELEASE w")
     return outcomes
-
-
-def _rows(saga_id: str, records: Sequence[Record]) -> list[tuple[Any, ...]]:
-    return [(saga_id, r.seq, r.type.value, r.at, r.step, r.attempt, r.data) for r in records]
 
 
 def _load(conn: sqlite3.Connection, saga_id: str) -> StoredSaga | None:
@@ -471,12 +459,4 @@ def _load(conn: sqlite3.Connection, saga_id: str) -> StoredSaga | None:
     (last_message,) = conn.execute(
         "SELECT coalesce(max(id), 0) FROM saga_inbox WHERE saga_id = ?", (saga_id,)
     ).fetchone()
-    return StoredSaga(_instance(row), [_record(r) for r in log], last_message)
-
-
-def _record(row: tuple[Any, ...]) -> Record:
-    return Record(row[0], RecordType(row[1]), row[2], row[3], row[4], row[5])
-
-
-def _instance(row: tuple[Any, ...]) -> Instance:
-    return Instance(row[0], row[1], row[2], SagaStatus(row[3]), *row[4:])
+    return StoredSaga(_sql.instance_of(row), [_sql.record_of(r) for r in log], last_message)

@@ -23,7 +23,7 @@ from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import Instance, Record, RecordType, SagaState, SagaStatus
 from sagakit.orchestration import CompensationContext, Engine, Saga, StepContext
 from sagakit.store import Store, StoredSaga
-from sagakit.store._base import ANY_INSTANCE
+from sagakit.store._base import ANY_INSTANCE, Watch
 
 
 def instance(saga_id: str, status: SagaStatus = SagaStatus.RUNNING, at: float = 0.0) -> Instance:
@@ -44,6 +44,11 @@ def step_record(
 
 def ids(claimed: list[StoredSaga]) -> list[str]:
     return [stored.instance.id for stored in claimed]
+
+
+async def woken(watch: Watch) -> None:
+    """Wait on ``watch`` for up to an hour, and fail unless something wakes it within 10 s."""
+    await asyncio.wait_for(watch.wait(3600.0), 10.0)
 
 
 class StoreContract:
@@ -214,6 +219,20 @@ class StoreContract:
         ]
         assert all(found for *_, found in seen)
 
+    async def test_a_watch_hears_each_append_made_after_it_was_entered(self, store: Store) -> None:
+        await store.create(instance("w"), [started()])
+        async with store.watch("w") as watch:
+            await store.append("w", [step_record(1)], SagaStatus.RUNNING)  # before the wait
+            await woken(watch)
+            last = step_record(2, RecordType.SAGA_COMPLETED)
+            await store.append("w", [last], SagaStatus.COMPLETED)  # after the first wait
+            await woken(watch)
+
+    async def test_a_wait_returns_after_its_timeout(self, store: Store) -> None:
+        await store.create(instance("t"), [started()])
+        async with store.watch("t") as watch, asyncio.timeout(10):
+            await watch.wait(0.05)
+
 
 class SchedulingContract:
     """Leases, due times and inboxes: what workers sharing one store rely on."""
@@ -323,23 +342,22 @@ class SchedulingContract:
         with pytest.raises(UnknownSagaError):
             await store.send("ghost", "x", "null")
 
-    async def test_changed_returns_on_an_append_and_after_its_timeout(self, store: Store) -> None:
-        await store.create(instance("w"), [started()])
-        waiting = asyncio.ensure_future(store.changed("w", 30.0))
-        await asyncio.sleep(0)  # let the watcher register before the change
-        await store.append("w", [step_record(1, RecordType.SAGA_COMPLETED)], SagaStatus.COMPLETED)
-        async with asyncio.timeout(10):
-            await waiting
-        async with asyncio.timeout(10):
-            await store.changed("w", 0.05)
+    async def test_a_watch_is_woken_by_a_message_and_by_a_release(self, store: Store) -> None:
+        """Two instances, so that a late notice of the message cannot pass for the release's."""
+        await store.create(instance("sent"), [started()])
+        await store.create(instance("held")._replace(due_at=time.time() - 1), [started()])
+        assert ids(await store.claim("w1", 1, 30.0)) == ["held"]
+        async with store.watch("sent") as watch:
+            await store.send("sent", "go", "null")
+            await woken(watch)
+        async with store.watch("held") as watch:
+            await store.release("w1", "held", None)
+            await woken(watch)
 
     async def test_new_due_work_wakes_whoever_watches_any_instance(self, store: Store) -> None:
-        for make_due in ("create", "send"):
-            waiting = asyncio.ensure_future(store.changed(ANY_INSTANCE, 30.0))
-            await asyncio.sleep(0)  # let the watch register
-            if make_due == "create":
-                await store.create(instance("n")._replace(due_at=time.time()), [started()])
-            else:
-                await store.send("n", "wake", "null")
-            async with asyncio.timeout(10):
-                await waiting
+        async with store.watch(ANY_INSTANCE) as work:
+            await store.create(instance("n")._replace(due_at=time.time()), [started()])
+            await woken(work)
+        async with store.watch(ANY_INSTANCE) as work:
+            await store.send("n", "wake", "null")
+            await woken(work)
