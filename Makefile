@@ -1,34 +1,51 @@
 # The two commands a new user needs are `make demo` and `make test`; both build .venv first.
+# `make demo` installs only the core (sagakit, typer, rich); `make test`, `lint` and `bench`
+# install the dev tools as well. Each install leaves a stamp, so it is redone only when
+# pyproject.toml changes; the dev install includes the core, so it stamps both.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+CREATED := $(VENV)/.created
+CORE := $(VENV)/.core-installed
+DEV := $(VENV)/.dev-installed
+BENCH := $(VENV)/.bench-installed
 
 .PHONY: demo test lint bench clean
+.NOTPARALLEL:  # one pip at a time in .venv, even under `make -j`
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+$(CREATED):  # a .venv made before these stamps existed is kept, not made again
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	touch $@
 
-demo: $(STAMP)
+$(CORE): pyproject.toml | $(CREATED)
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(DEV): pyproject.toml | $(CREATED)
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@ $(CORE)
+
+# The PostgreSQL benchmarks compare with DBOS, which is the `bench` extra, not a dev tool.
+$(BENCH): pyproject.toml | $(DEV)
+	$(PIP) install --quiet -e '.[bench]'
+	touch $@
+
+demo: $(CORE)
 	rm -f demo.db demo.db-wal demo.db-shm
 	$(BIN)/sagakit demo --db sqlite:///demo.db
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[bench]'  # mypy reads the DBOS baseline too
+lint: $(DEV) $(BENCH)  # mypy reads the DBOS baseline too
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
-# The PostgreSQL benchmarks compare with DBOS, which is the `bench` extra, not a dev tool.
-bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+bench: $(DEV) $(BENCH)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo.db*
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache demo.db*

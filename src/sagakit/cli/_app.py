@@ -10,10 +10,8 @@ with one ``error: ...`` line on stderr, never a traceback: exit 1 for errors sag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -26,6 +24,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from sagakit._signals import stop_on_signals
 from sagakit._timeline import render_timeline, status_text
 from sagakit.errors import AppReferenceError, SagakitError, UnknownSagaError
 from sagakit.log import SagaState, SagaStatus, StepStatus
@@ -290,7 +289,7 @@ async def _work(
             )
             names = ", ".join(s.key for s in sagas)
             typer.echo(f"worker {pool.owner} started ({names}); Ctrl-C or SIGTERM to stop")
-            await pool.run(_stop_on_signals())
+            await pool.run(stop_on_signals())
             typer.echo("worker stopped")
     return 1 if any(o.error is not None for o in outcomes) else 0
 
@@ -344,17 +343,6 @@ def migrate(db: Db = DEFAULT_DB) -> None:
 
     _run(opened())
     typer.echo(f"{db}: schema is current")
-
-
-def _stop_on_signals() -> asyncio.Event:
-    """An event SIGINT and SIGTERM set, so the worker winds down, closes the store, exits 0."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        # Not on Windows, nor outside the main thread: there, Ctrl-C still interrupts.
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 def _describe(outcome: DriveReport) -> str:

@@ -1,8 +1,13 @@
 """The order saga from the source document, with fake services and a demo.
 
 ``build_order_saga(open_services())`` gives a ready saga over in-memory services; see
-:mod:`.saga` for its steps and input, :mod:`.services` for the services' awkward cases, and
-:mod:`.demo` for the scenarios ``sagakit demo`` runs.
+:mod:`._saga` for its steps and input, :mod:`._services` for the services' awkward cases, and
+:mod:`._orchestrated` for the scenarios ``sagakit demo`` runs. The choreographed flavour is
+:mod:`._choreography` (its four services), :mod:`._choreographed` (``sagakit demo --flavor
+choreography``) and :mod:`.processes` (a service as a process of its own).
+
+Everything here runs on the core install (``pip install sagakit``): the memory broker and
+SQLite, nothing from the ``dev`` or broker extras.
 """
 
 from sagakit.demo._saga import build_order_saga, from_environment, order_input

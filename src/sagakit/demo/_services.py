@@ -4,7 +4,7 @@ They behave like the services in the source document, awkward cases included: a 
 declined, points expire, stock can run short part-way through an order, a parcel cannot be
 recalled once the courier has it, an order can be held for fraud, and the mail server is
 sometimes down. Every effectful call takes the idempotency key sagakit hands the step and
-de-duplicates by it (see :mod:`.ledger`), so the saga's at-least-once calls have
+de-duplicates by it (see :mod:`._ledger`), so the saga's at-least-once calls have
 exactly-once effects, even across a crash, when the services are given SQLite files.
 
 Each service also answers the questions a test asks after the fact: how often a key was

@@ -22,16 +22,16 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from sagakit._signals import stop_on_signals
 from sagakit.bus import BrokerBackend, open_broker
 from sagakit.choreography._relay import RELAY_BACKOFF
 from sagakit.demo._choreography import SERVICES, STREAM, build_service
-from sagakit.errors import BrokerConnectionError, SagakitError
+from sagakit.errors import BrokerConnectionError
 
 logger = logging.getLogger("sagakit.demo")
 
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def serve(args: argparse.Namespace) -> int:
     """Run the service until a signal; 0 on a clean stop."""
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     broker = await connect_retrying(args.broker, stop, redeliver_after=args.redeliver_after)
     if broker is None:
         return 0
@@ -116,17 +116,11 @@ async def connect_retrying(
     return None
 
 
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-    return stop
+class ServiceProcessError(Exception):
+    """A service process did not start; the message ends with its log.
 
-
-class ServiceProcessError(SagakitError):
-    """A service process did not start; the message ends with its log."""
+    The demo's own error, not one of sagakit's: the library never starts these processes.
+    """
 
 
 class ServiceProcess:
