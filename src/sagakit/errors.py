@@ -38,6 +38,35 @@ Driver errors are translated at the store and broker boundaries; the original st
 
 from __future__ import annotations
 
+__all__ = [
+    "AppReferenceError",
+    "BrokerConnectionError",
+    "BrokerError",
+    "BrokerNameError",
+    "CompensationImpossible",
+    "ConcurrentUpdateError",
+    "InvalidArgumentError",
+    "InvalidStoreURLError",
+    "LocalDatabaseError",
+    "MalformedEventError",
+    "MissingBrokerDriverError",
+    "OperatorActionError",
+    "ResultTimeoutError",
+    "SagaDeadlineError",
+    "SagaDefinitionError",
+    "SagakitError",
+    "SchemaVersionError",
+    "SerializationError",
+    "ServiceDefinitionError",
+    "SignalTimeoutError",
+    "StepTimeoutError",
+    "StoreError",
+    "UnknownSagaError",
+    "UnregisteredSagaError",
+    "UnsupportedBrokerError",
+    "UnsupportedDatabaseError",
+]
+
 
 class SagakitError(Exception):
     """Root of every sagakit error."""

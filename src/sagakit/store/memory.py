@@ -12,6 +12,8 @@ from sagakit.log._records import TERMINAL, UNFINISHED
 from sagakit.store._base import ANY_INSTANCE, StoredSaga, Watch
 from sagakit.store._watchers import Watchers
 
+__all__ = ["MemoryStore"]
+
 
 class _Row:
     """The mutable current state of one instance (appends are hot, so no copying)."""

@@ -42,6 +42,8 @@ from sagakit.store import _sql
 from sagakit.store._base import ANY_INSTANCE, StoredSaga, Watch
 from sagakit.store._watchers import Watchers
 
+__all__ = ["MAX_BATCH", "SCHEMA_VERSION", "PostgresStore", "migrate"]
+
 CHANNEL = "sagakit_changes"
 """The NOTIFY channel of instance changes; the payload is the id of the instance."""
 WORK_CHANNEL = "sagakit_work"

@@ -35,6 +35,8 @@ from sagakit.store import _sql
 from sagakit.store._base import ANY_INSTANCE, StoredSaga, Watch
 from sagakit.store._watchers import Watchers
 
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+
 T = TypeVar("T")
 
 POLL_INTERVAL = 0.2
