@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sagakit.bus import Backoff, BrokerBackend, Delivery, Event, MemoryBroker, open_broker
+from sagakit import Retry
+from sagakit.bus import Broker, Delivery, Event, MemoryBroker, open_broker
 from sagakit.choreography import Service, Transaction
 from sagakit.errors import BrokerError
-from sagakit.testing import delete_stream
 
 if TYPE_CHECKING:
     from benchmarks.suite import Settings
@@ -109,7 +109,7 @@ class BrokerFigures:
         return all(m.ok for m in measured)
 
 
-Measure = Callable[[BrokerBackend, Path, int], Awaitable[Run]]
+Measure = Callable[[Broker, Path, int], Awaitable[Run]]
 
 
 async def measure_choreography(settings: Settings) -> tuple[BrokerFigures, ...]:
@@ -119,7 +119,7 @@ async def measure_choreography(settings: Settings) -> tuple[BrokerFigures, ...]:
 
 async def _measure_broker(name: str, url: str, settings: Settings) -> BrokerFigures:
     try:
-        broker = await open_broker(url, backoff=Backoff(attempts=2, first=0.1))
+        broker = await open_broker(url, retry=Retry(attempts=2, backoff=0.075, jitter=1 / 3))
     except BrokerError as error:
         _progress(f"choreography, {name}: skipped ({error})")
         return BrokerFigures(name, url, unreachable=str(error))
@@ -135,7 +135,7 @@ async def _measure_broker(name: str, url: str, settings: Settings) -> BrokerFigu
 
 
 async def _rates(
-    measure: Measure, broker: BrokerBackend, scratch: Path, settings: Settings, what: str
+    measure: Measure, broker: Broker, scratch: Path, settings: Settings, what: str
 ) -> Rates:
     warm = await measure(broker, scratch, settings.warmup(WARMUP))
     events = _sized(warm, settings.target_seconds, floor=20)
@@ -149,7 +149,7 @@ def _sized(warmup: Run, target_seconds: float, floor: int) -> int:
     return max(floor, int(float(f"{warmup.rate * target_seconds:.2g}")))
 
 
-async def _raw(broker: BrokerBackend, scratch: Path, events: int) -> Run:
+async def _raw(broker: Broker, scratch: Path, events: int) -> Run:
     """The broker alone: publish ``events`` (100 in flight) and consume them once each."""
     stream = _fresh_stream()
     seen: set[str] = set()
@@ -170,11 +170,11 @@ async def _raw(broker: BrokerBackend, scratch: Path, events: int) -> Run:
         seconds = time.perf_counter() - started
     finally:
         await subscription.close()
-        await delete_stream(broker, stream, GROUPS)
+        await broker.delete_stream(stream, GROUPS)
     return Run(events, len(seen & {e.id for e in batch}), seconds)
 
 
-async def _publish_all(broker: BrokerBackend, stream: str, batch: list[Event]) -> None:
+async def _publish_all(broker: Broker, stream: str, batch: list[Event]) -> None:
     slots = asyncio.Semaphore(IN_FLIGHT)
 
     async def one(event: Event) -> None:
@@ -184,7 +184,7 @@ async def _publish_all(broker: BrokerBackend, stream: str, batch: list[Event]) -
     await asyncio.gather(*(one(event) for event in batch))
 
 
-async def _end_to_end(broker: BrokerBackend, scratch: Path, events: int) -> Run:
+async def _end_to_end(broker: Broker, scratch: Path, events: int) -> Run:
     """Outbox, relay, broker, inbox: ``events`` committed by one service, handled by another."""
     stream = _fresh_stream()
     run = uuid.uuid4().hex[:8]
@@ -221,7 +221,7 @@ async def _end_to_end(broker: BrokerBackend, scratch: Path, events: int) -> Run:
     finally:
         stop.set()
         await asyncio.gather(*tasks)
-        await delete_stream(broker, stream, GROUPS)
+        await broker.delete_stream(stream, GROUPS)
     delivered = _effects(consumer) if consumer.duplicates == 0 else -consumer.duplicates
     await producer.close()
     await consumer.close()
@@ -236,7 +236,7 @@ def _effects(consumer: Service) -> int:
     return int(distinct) if total == distinct else -1
 
 
-def _connection(broker: BrokerBackend) -> BrokerBackend:
+def _connection(broker: Broker) -> Broker:
     """Another connection to the same in-memory server; real brokers share one client."""
     return broker.sibling() if isinstance(broker, MemoryBroker) else broker
 

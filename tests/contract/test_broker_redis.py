@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from sagakit.bus import Backoff, Broker, Event, open_broker
+from sagakit import Retry
+from sagakit.bus import Broker, Event, open_broker
 from sagakit.bus.redis_streams import RedisStreamsBroker, dead_key, stream_key
 from sagakit.errors import BrokerConnectionError
 from sagakit.testing import BrokerContract, BrokerFactory, Recorder, events
@@ -78,5 +79,5 @@ class TestRedisStreamsBroker(BrokerContract):
 
 async def test_an_unreachable_redis_is_a_connection_error_without_the_password() -> None:
     with pytest.raises(BrokerConnectionError, match=r"redis://:\*\*\*@127\.0\.0\.1:1/0") as info:
-        await open_broker("redis://:secret@127.0.0.1:1/0", backoff=Backoff(2, 0.01))
+        await open_broker("redis://:secret@127.0.0.1:1/0", retry=Retry(attempts=2, backoff=0.01))
     assert "secret" not in str(info.value)

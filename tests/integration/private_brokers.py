@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import IO
 
-from sagakit.bus import Backoff, open_broker
+from sagakit import Retry
+from sagakit.bus import open_broker
 from sagakit.bus.nats_jetstream import NatsJetStreamBroker
 from sagakit.errors import BrokerError
 
@@ -85,7 +86,7 @@ class PrivateServer:
                 await asyncio.sleep(0.1)
 
     async def probe(self) -> None:
-        broker = await open_broker(self.url, backoff=Backoff(attempts=1))
+        broker = await open_broker(self.url, retry=Retry(attempts=1))
         await broker.close()
 
     async def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
@@ -152,7 +153,7 @@ class PrivateNats(PrivateServer):
         return ["nats-server", "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store)]
 
     async def probe(self) -> None:
-        broker = await open_broker(self.url, backoff=Backoff(attempts=1))
+        broker = await open_broker(self.url, retry=Retry(attempts=1))
         try:
             assert isinstance(broker, NatsJetStreamBroker)
             await broker.jetstream.account_info()  # JetStream, not only the server, is up

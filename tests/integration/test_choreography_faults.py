@@ -39,7 +39,7 @@ import pytest
 from private_brokers import SERVERS, PrivateNats, PrivateServer
 
 from sagakit import SagaState, SagaStatus, open_store
-from sagakit.bus import BrokerBackend, Delivery, Event, open_broker
+from sagakit.bus import Broker, Delivery, Event, open_broker
 from sagakit.choreography import SqliteDatabase, Tracker
 from sagakit.demo._choreography import (
     ORDER_CHOREOGRAPHY,
@@ -225,7 +225,7 @@ async def faults(run: Run, directory: Path, server: PrivateServer) -> None:
     await server.start()
 
 
-async def dead(broker: BrokerBackend, event_id: str) -> bool:
+async def dead(broker: Broker, event_id: str) -> bool:
     letters = await broker.dead_letters(STREAM)
     return any(letter.event is not None and letter.event.id == event_id for letter in letters)
 

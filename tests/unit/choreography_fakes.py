@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sagakit.bus import DeadLetter, Event, Handler, MemoryBroker, Subscription
+from sagakit.bus import Event, Handler, MemoryBroker, Subscription
 from sagakit.errors import BrokerConnectionError
 
 WAIT = 10.0
@@ -26,16 +26,16 @@ async def eventually(condition: Callable[[], bool], what: str, within: float = W
         raise AssertionError(f"timed out waiting for {what}") from None
 
 
-class FlakyBroker:
-    """A :class:`MemoryBroker` whose publishes (and subscribes) fail while told to.
+class FlakyBroker(MemoryBroker):
+    """``inner`` (a :class:`MemoryBroker`), but its publishes (and subscribes) fail while told to.
 
     ``lose_acks``: the publish reaches the broker but the caller hears an error, as when
     the connection drops before the broker's confirmation arrives.
     """
 
     def __init__(self, inner: MemoryBroker) -> None:
+        super().__init__(inner.url, redeliver_after=inner.redeliver_after, hub=inner.hub)
         self.inner = inner
-        self.url = inner.url
         self.down = False
         self.lose_acks = False
         self.refuse: Callable[[Event], bool] = lambda event: False
@@ -66,10 +66,8 @@ class FlakyBroker:
             stream, group, handler, max_attempts=max_attempts, prefetch=prefetch
         )
 
-    async def dead_letters(self, stream: str) -> list[DeadLetter]:
-        return await self.inner.dead_letters(stream)
-
     async def close(self) -> None:
+        await super().close()
         await self.inner.close()
 
 

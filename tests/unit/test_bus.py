@@ -7,24 +7,17 @@ reach cases a real server cannot be made to produce on demand.
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
-from sagakit.bus import (
-    Backoff,
-    BrokerBackend,
-    DeadLetter,
-    Delivery,
-    Event,
-    MemoryBroker,
-    Subscription,
-    open_broker,
-)
-from sagakit.bus._backend import redact
-from sagakit.bus._base import check_name
-from sagakit.bus._consumer import Incoming, Receiver
+from sagakit import Retry
+from sagakit._urls import redact
+from sagakit.bus import Broker, DeadLetter, Delivery, Event, MemoryBroker, open_broker
+from sagakit.bus._broker import BROKER_RETRY, check_name
+from sagakit.bus._consumer import Consumer, Incoming, Receiver
 from sagakit.errors import (
     BrokerConnectionError,
     BrokerError,
@@ -33,7 +26,8 @@ from sagakit.errors import (
     UnsupportedBrokerError,
 )
 
-QUICK = Backoff(attempts=3, first=0.001, cap=0.002)
+ATTEMPTS = 3
+QUICK = Retry(attempts=ATTEMPTS, backoff=0.001, max_backoff=0.002)
 
 
 async def test_memory_urls_open_an_in_process_broker() -> None:
@@ -66,7 +60,7 @@ async def test_a_missing_driver_says_which_extra_to_install(
     with pytest.raises(
         MissingBrokerDriverError, match=hint.replace("[", r"\[").replace("]", r"\]")
     ):
-        await open_broker(url, backoff=QUICK)
+        await open_broker(url, retry=QUICK)
 
 
 @pytest.mark.parametrize(
@@ -93,11 +87,17 @@ def test_names_some_broker_would_refuse(name: str) -> None:
         check_name("stream", name)
 
 
-def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
-    backoff = Backoff(attempts=9, first=0.1, cap=1.0)
-    for failures, ceiling in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (9, 1.0)]:
-        delay = backoff.delay(failures)
+@pytest.mark.parametrize("pick", [min, max, None])
+def test_the_bus_waits_double_up_to_a_cap_with_jitter(
+    monkeypatch: pytest.MonkeyPatch, pick: Callable[[float, float], float] | None
+) -> None:
+    if pick is not None:  # the extremes of the jitter, else random draws
+        monkeypatch.setattr(random, "uniform", lambda low, high: pick(low, high))
+    schedule = [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.6), (6, 3.2), (7, 5.0), (12, 5.0)]
+    for failures, ceiling in schedule:
+        delay = BROKER_RETRY.delay(failures)
         assert ceiling / 2 <= delay <= ceiling
+    assert BROKER_RETRY.attempts == 6
 
 
 def test_dead_letters_round_trip_and_foreign_entries_are_kept_not_lost() -> None:
@@ -112,7 +112,7 @@ class FlakyBroker(MemoryBroker):
     """A memory broker whose connection drops ``drops`` times, as a real one's can."""
 
     def __init__(self, drops: int) -> None:
-        super().__init__("memory://", backoff=QUICK)
+        super().__init__("memory://", retry=QUICK)
         self.drops = drops
 
     async def _publish(self, stream: str, data: bytes, key: str) -> None:
@@ -126,13 +126,13 @@ class FlakyBroker(MemoryBroker):
 
 
 async def test_publish_retries_a_dropped_connection() -> None:
-    broker = FlakyBroker(drops=QUICK.attempts - 1)
+    broker = FlakyBroker(drops=ATTEMPTS - 1)
     await broker.publish("orders", Event.new("E", source="s"))
     assert len(broker.hub.stream("orders").log) == 1
 
 
 async def test_publish_gives_up_after_its_attempts_with_a_connection_error() -> None:
-    broker = FlakyBroker(drops=QUICK.attempts)
+    broker = FlakyBroker(drops=ATTEMPTS)
     with pytest.raises(BrokerConnectionError, match="cannot reach the broker at memory://"):
         await broker.publish("orders", Event.new("E", source="s"))
 
@@ -189,7 +189,7 @@ async def consume(receiver: Receiver, handled: list[Delivery], max_attempts: int
     async def handler(delivery: Delivery) -> None:
         handled.append(delivery)
 
-    subscription = Subscription(
+    subscription = Consumer(
         receiver,
         handler,
         stream="s",
@@ -255,7 +255,7 @@ async def test_a_slow_handler_renews_its_message() -> None:
         async with asyncio.timeout(5):
             await script.touched.wait()  # returns only once the loop renewed the message
 
-    subscription = Subscription(
+    subscription = Consumer(
         script, slow, stream="s", group="g", max_attempts=3, poll=0.01, backoff=QUICK.delay
     )
     subscription.start()
@@ -266,7 +266,23 @@ async def test_a_slow_handler_renews_its_message() -> None:
 
 
 async def test_a_broker_used_after_close_says_so() -> None:
-    broker: BrokerBackend = MemoryBroker()
+    broker: Broker = MemoryBroker()
     await broker.close()
     with pytest.raises(BrokerError, match="closed"):
         await broker.publish("s", Event.new("E", source="s"))
+
+
+async def test_deleting_a_stream_forgets_its_events_groups_and_dead_letters() -> None:
+    async def ignore(delivery: Delivery) -> None:
+        return None
+
+    broker = MemoryBroker()
+    await broker.subscribe("orders", "billing", ignore)
+    await broker.publish("orders", Event.new("E", source="s"))
+    broker.hub.stream("orders").dead.append(b"given up")
+    await broker.delete_stream("orders", ["billing"])
+    assert "orders" not in broker.hub.streams
+    assert await broker.dead_letters("orders") == []
+    with pytest.raises(BrokerNameError, match="group name"):
+        await broker.delete_stream("orders", ["two words"])
+    await broker.close()

@@ -14,18 +14,17 @@ URL                                            broker                  extra
 
 from __future__ import annotations
 
-from sagakit.bus._backend import Backoff, BrokerBackend, redact
-from sagakit.bus._base import Broker, DeadLetter, Delivery, Handler
-from sagakit.bus._consumer import Subscription
+from sagakit._retry import Retry
+from sagakit._urls import Backend, SchemeTable, lazy
+from sagakit.bus._broker import Broker, Subscription
+from sagakit.bus._delivery import DeadLetter, Delivery, Handler
 from sagakit.bus._event import Event
 from sagakit.bus.memory import MemoryBroker
-from sagakit.errors import UnsupportedBrokerError
+from sagakit.errors import MissingBrokerDriverError, UnsupportedBrokerError
 
 __all__ = [
     "SCHEMES",
-    "Backoff",
     "Broker",
-    "BrokerBackend",
     "DeadLetter",
     "Delivery",
     "Event",
@@ -35,35 +34,49 @@ __all__ = [
     "open_broker",
 ]
 
-SCHEMES = ["memory", "redis", "nats", "amqp"]
+_BROKERS: SchemeTable[type[Broker]] = SchemeTable(
+    Backend(("memory",), lambda: MemoryBroker),
+    Backend(
+        ("redis", "rediss"),
+        lazy("sagakit.bus.redis_streams", "RedisStreamsBroker"),
+        driver="redis.asyncio",
+        package="redis",
+        extra="redis",
+    ),
+    Backend(
+        ("nats", "tls"),
+        lazy("sagakit.bus.nats_jetstream", "NatsJetStreamBroker"),
+        driver="nats",
+        package="nats-py",
+        extra="nats",
+    ),
+    Backend(
+        ("amqp", "amqps"),
+        lazy("sagakit.bus.rabbitmq", "RabbitMQBroker"),
+        driver="aio_pika",
+        package="aio-pika",
+        extra="rabbitmq",
+    ),
+    unsupported=UnsupportedBrokerError,
+    missing=lambda backend: MissingBrokerDriverError(
+        backend.schemes[0], backend.package, backend.extra
+    ),
+)
+
+SCHEMES = _BROKERS.names
 
 
 async def open_broker(
-    url: str, *, redeliver_after: float = 30.0, backoff: Backoff | None = None
-) -> BrokerBackend:
+    url: str, *, redeliver_after: float = 30.0, retry: Retry | None = None
+) -> Broker:
     """Connect to the broker at ``url`` (see the table above).
 
-    Connecting is retried with ``backoff``; an unreachable broker is a
-    :class:`~sagakit.errors.BrokerConnectionError` naming the URL without its password.
-    Any other scheme is an :class:`~sagakit.errors.UnsupportedBrokerError`.
+    Connecting is retried with ``retry`` (by default 6 tries, waits doubling to at most
+    5 s); an unreachable broker is a :class:`~sagakit.errors.BrokerConnectionError` naming
+    the URL without its password. Any other scheme is an
+    :class:`~sagakit.errors.UnsupportedBrokerError`; a broker whose driver is missing, a
+    :class:`~sagakit.errors.MissingBrokerDriverError` saying which extra to install.
     """
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    backend: BrokerBackend
-    if scheme == "memory":
-        return MemoryBroker(url, redeliver_after=redeliver_after, backoff=backoff)
-    if scheme in ("redis", "rediss"):
-        from sagakit.bus.redis_streams import RedisStreamsBroker
-
-        backend = RedisStreamsBroker(url, redeliver_after=redeliver_after, backoff=backoff)
-    elif scheme in ("nats", "tls"):
-        from sagakit.bus.nats_jetstream import NatsJetStreamBroker
-
-        backend = NatsJetStreamBroker(url, redeliver_after=redeliver_after, backoff=backoff)
-    elif scheme in ("amqp", "amqps"):
-        from sagakit.bus.rabbitmq import RabbitMQBroker
-
-        backend = RabbitMQBroker(url, redeliver_after=redeliver_after, backoff=backoff)
-    else:
-        raise UnsupportedBrokerError(redact(url), SCHEMES)
-    await backend.connect()
-    return backend
+    broker = _BROKERS.load(url)(url, redeliver_after=redeliver_after, retry=retry)
+    await broker.connect()
+    return broker

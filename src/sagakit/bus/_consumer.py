@@ -2,7 +2,8 @@
 
 A backend only supplies a :class:`Receiver` (fetch and settle messages with its driver);
 everything that decides *what* happens to a message lives here, once, so the four brokers
-cannot drift apart in the semantics :mod:`sagakit.bus._base` promises.
+cannot drift apart in the semantics :class:`sagakit.bus.Broker` promises. A
+:class:`Consumer` is what ``Broker.subscribe`` returns as a ``Subscription``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from sagakit.bus._base import DeadLetter, Delivery, Handler
+from sagakit.bus._delivery import DeadLetter, Delivery, Handler
 from sagakit.bus._event import Event
 from sagakit.errors import MalformedEventError
 
@@ -73,7 +74,7 @@ class Receiver(Protocol):
         ...
 
 
-class Subscription:
+class Consumer:
     """A running consumer of one stream for one group; made by ``Broker.subscribe``.
 
     Handlers run one at a time, in the order the broker delivers. The loop never dies on a

@@ -15,9 +15,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sagakit.bus._backend import Backoff, BrokerBackend
-from sagakit.bus._base import DeadLetter
+from sagakit._retry import Retry
+from sagakit.bus._broker import Broker
 from sagakit.bus._consumer import Incoming, Receiver
+from sagakit.bus._delivery import DeadLetter
 
 
 @dataclass
@@ -65,7 +66,7 @@ class MemoryHub:
         stream.wake()
 
 
-class MemoryBroker(BrokerBackend):
+class MemoryBroker(Broker):
     """The in-process broker behind ``memory://``."""
 
     def __init__(
@@ -73,16 +74,16 @@ class MemoryBroker(BrokerBackend):
         url: str = "memory://",
         *,
         redeliver_after: float = 30.0,
-        backoff: Backoff | None = None,
+        retry: Retry | None = None,
         hub: MemoryHub | None = None,
     ) -> None:
-        super().__init__(url, redeliver_after=redeliver_after, backoff=backoff)
+        super().__init__(url, redeliver_after=redeliver_after, retry=retry)
         self.hub = hub or MemoryHub()
 
     def sibling(self) -> MemoryBroker:
         """Another broker on the same hub, as another process on the same server."""
         return MemoryBroker(
-            self._raw_url, redeliver_after=self.redeliver_after, backoff=self.backoff, hub=self.hub
+            self._raw_url, redeliver_after=self.redeliver_after, retry=self.retry, hub=self.hub
         )
 
     async def _connect(self) -> None:
@@ -100,6 +101,9 @@ class MemoryBroker(BrokerBackend):
     async def _dead(self, stream: str) -> list[DeadLetter]:
         state = self.hub.streams.get(stream)
         return [DeadLetter.from_json(data) for data in state.dead] if state else []
+
+    async def _delete(self, stream: str, groups: Sequence[str]) -> None:
+        self.hub.streams.pop(stream, None)
 
     async def _disconnect(self) -> None:
         return None

@@ -22,9 +22,9 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
-from sagakit.bus._backend import BrokerBackend
-from sagakit.bus._base import DeadLetter
+from sagakit.bus._broker import Broker
 from sagakit.bus._consumer import Incoming, Receiver
+from sagakit.bus._delivery import DeadLetter
 from sagakit.errors import MissingBrokerDriverError
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def jetstream_names(stream: str) -> tuple[str, str]:
     return f"sagakit-events-{stream}", f"sagakit-dead-{stream}"
 
 
-class NatsJetStreamBroker(BrokerBackend):
+class NatsJetStreamBroker(Broker):
     """The broker behind ``nats://host:4222`` (``tls://`` for TLS)."""
 
     _nc: Client | None = None
@@ -177,16 +177,13 @@ class NatsJetStreamBroker(BrokerBackend):
             letters.append(DeadLetter.from_json(message.data or b""))
         return letters
 
-    async def delete_stream(self, stream: str) -> None:
-        """Delete both JetStream streams of ``stream`` and its groups (for tests and operators)."""
+    async def _delete(self, stream: str, groups: Sequence[str]) -> None:
+        """Delete both JetStream streams of ``stream``, and its groups (consumers) with them."""
         from nats.js.errors import NotFoundError
 
-        async def delete() -> None:
-            for name in jetstream_names(stream):
-                with contextlib.suppress(NotFoundError):
-                    await self.jetstream.delete_stream(name)
-
-        await self._retrying(f"delete {stream!r}", delete)
+        for name in jetstream_names(stream):
+            with contextlib.suppress(NotFoundError):
+                await self.jetstream.delete_stream(name)
         if self._ready is not None:
             self._ready.discard(stream)
 

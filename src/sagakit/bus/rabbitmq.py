@@ -23,9 +23,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from sagakit.bus._backend import BrokerBackend
-from sagakit.bus._base import DeadLetter
+from sagakit.bus._broker import Broker
 from sagakit.bus._consumer import Incoming, Receiver
+from sagakit.bus._delivery import DeadLetter
 from sagakit.errors import BrokerError, MissingBrokerDriverError
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def dead_queue_name(stream: str) -> str:
     return f"sagakit.{stream}.dead"
 
 
-class RabbitMQBroker(BrokerBackend):
+class RabbitMQBroker(Broker):
     """The broker behind ``amqp://user:password@host:5672/vhost`` (``amqps://`` for TLS)."""
 
     _connection: AbstractRobustConnection | None = None
@@ -134,25 +134,21 @@ class RabbitMQBroker(BrokerBackend):
                 await channel.close()
         return letters
 
-    async def delete_stream(self, stream: str, groups: Sequence[str]) -> None:
+    async def _delete(self, stream: str, groups: Sequence[str]) -> None:
         """Delete the exchange, the dead letters and the queues of ``groups``.
 
         RabbitMQ cannot list a stream's queues without its management plugin, so the
         caller names the groups.
         """
-
-        async def delete() -> None:
-            assert self._connection is not None
-            channel = await self._connection.channel(publisher_confirms=False)
-            for group in groups:
-                await channel.queue_delete(queue_name(stream, group))
-            await channel.queue_delete(dead_queue_name(stream))
-            await channel.exchange_delete(exchange_name(stream))
-            await channel.close()
-            if self._exchanges is not None:
-                self._exchanges.pop(stream, None)
-
-        await self._retrying(f"delete {stream!r}", delete)
+        assert self._connection is not None
+        channel = await self._connection.channel(publisher_confirms=False)
+        for group in groups:
+            await channel.queue_delete(queue_name(stream, group))
+        await channel.queue_delete(dead_queue_name(stream))
+        await channel.exchange_delete(exchange_name(stream))
+        await channel.close()
+        if self._exchanges is not None:
+            self._exchanges.pop(stream, None)
 
     async def _disconnect(self) -> None:
         if self._connection is not None:

@@ -20,9 +20,9 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sagakit.bus._backend import BrokerBackend
-from sagakit.bus._base import DeadLetter
+from sagakit.bus._broker import Broker
 from sagakit.bus._consumer import Incoming, Receiver
+from sagakit.bus._delivery import DeadLetter
 from sagakit.errors import MissingBrokerDriverError
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def dead_key(stream: str) -> str:
     return f"sagakit:{stream}.dead"
 
 
-class RedisStreamsBroker(BrokerBackend):
+class RedisStreamsBroker(Broker):
     """The broker behind ``redis://host:port/db`` (``rediss://`` for TLS)."""
 
     _client: Redis | None = None
@@ -78,11 +78,8 @@ class RedisStreamsBroker(BrokerBackend):
             letters.append(DeadLetter.from_json(data if isinstance(data, bytes) else repr(fields)))
         return letters
 
-    async def delete_stream(self, stream: str) -> None:
-        """Delete the stream, its groups and its dead letters (for tests and operators)."""
-        await self._retrying(
-            "delete", lambda: self.client.delete(stream_key(stream), dead_key(stream))
-        )
+    async def _delete(self, stream: str, groups: Sequence[str]) -> None:
+        await self.client.delete(stream_key(stream), dead_key(stream))  # the groups with it
 
     async def _disconnect(self) -> None:
         if self._client is not None:

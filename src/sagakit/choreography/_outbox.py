@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sagakit.bus import Event
-from sagakit.bus._base import check_name
+from sagakit.bus._broker import check_name
 from sagakit.errors import LocalDatabaseError
 
 SCHEMA = """

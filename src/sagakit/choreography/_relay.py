@@ -21,14 +21,15 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sagakit.bus import Backoff, Broker
+from sagakit._retry import Retry
+from sagakit.bus import Broker
 from sagakit.choreography._outbox import LocalDatabase, Pending
 from sagakit.errors import InvalidArgumentError
 
 logger = logging.getLogger("sagakit.relay")
 
-RELAY_BACKOFF = Backoff(attempts=1, first=0.2, cap=5.0)
-"""Waits between passes while the broker fails: 0.2 s doubling to 5 s (``attempts`` unused)."""
+RELAY_RETRY = Retry(attempts=None, backoff=0.15, max_backoff=3.75, jitter=1 / 3)
+"""Waits between passes while the broker fails, for ever: 0.1-0.2 s doubling to 2.5-5 s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ class Relay:
         batch: int = 500,
         in_flight: int = 32,
         poll: float = 0.5,
-        backoff: Backoff = RELAY_BACKOFF,
+        retry: Retry = RELAY_RETRY,
     ) -> None:
         if batch < 1 or in_flight < 1 or poll <= 0:
             raise InvalidArgumentError("batch and in_flight must be at least 1, and poll positive")
@@ -66,7 +67,7 @@ class Relay:
         self.name = name
         self.batch = batch
         self.poll = poll
-        self.backoff = backoff
+        self.retry = retry
         self.published = 0
         """Events this relay has published and marked sent."""
         self._wakeup = asyncio.Event()
@@ -85,7 +86,7 @@ class Relay:
             outcome = await self.publish_pending()
             if outcome.error is not None:
                 failures += 1
-                delay = self.backoff.delay(failures)
+                delay = self.retry.delay(failures)
                 logger.warning(
                     "%s: %d event(s) wait in the outbox: %s; next try in %.1fs",
                     self.name,

@@ -34,10 +34,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sagakit.bus import Backoff, Broker, Delivery, Event, Handler, Subscription
-from sagakit.bus._base import check_name
+from sagakit._retry import Retry
+from sagakit.bus import Broker, Delivery, Event, Handler, Subscription
+from sagakit.bus._broker import check_name
 from sagakit.choreography._outbox import LocalDatabase, OutboxTransaction, SqliteDatabase
-from sagakit.choreography._relay import RELAY_BACKOFF, Relay
+from sagakit.choreography._relay import RELAY_RETRY, Relay
 from sagakit.errors import BrokerConnectionError, ServiceDefinitionError
 
 logger = logging.getLogger("sagakit.service")
@@ -281,7 +282,7 @@ async def subscribe_retrying(
     *,
     max_attempts: int = 5,
     prefetch: int = 10,
-    backoff: Backoff = RELAY_BACKOFF,
+    retry: Retry = RELAY_RETRY,
 ) -> Subscription | None:
     """Subscribe, retrying an unreachable broker with back-off until ``stop``; None if stopped.
 
@@ -295,7 +296,7 @@ async def subscribe_retrying(
             )
         except BrokerConnectionError as error:
             failures += 1
-            delay = backoff.delay(failures)
+            delay = retry.delay(failures)
             logger.error(
                 "%s: cannot subscribe to %r: %s; again in %.1fs", group, stream, error, delay
             )

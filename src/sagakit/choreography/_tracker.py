@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sagakit.bus import Broker, Delivery, Event, Subscription
-from sagakit.bus._base import check_name
+from sagakit.bus._broker import check_name
 from sagakit.choreography._definition import Choreography, Role, StepOutcome
 from sagakit.choreography._service import subscribe_all
 from sagakit.errors import ConcurrentUpdateError, SagaDefinitionError

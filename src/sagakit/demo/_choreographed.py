@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import tempfile
 import time
 import uuid
@@ -30,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sagakit._timeline import render_timeline, status_text
-from sagakit.bus import BrokerBackend, MemoryBroker, open_broker
+from sagakit.bus import Broker, MemoryBroker, open_broker
 from sagakit.choreography import Service, SqliteDatabase, Tracker
 from sagakit.choreography._tracker import TRACKER_GROUP
 from sagakit.demo._choreography import (
@@ -47,10 +48,9 @@ from sagakit.demo._choreography import (
     free_stock,
     place_orders,
 )
-from sagakit.demo.processes import ServiceProcess
+from sagakit.demo.processes import ServiceProcess, ServiceProcessError
 from sagakit.log import SagaState, SagaStatus
 from sagakit.store import Store, open_store
-from sagakit.testing import delete_stream
 
 WAIT = 60.0
 """Seconds the demo waits for every order to end before it gives up."""
@@ -154,9 +154,13 @@ async def run_choreography_demo(db_url: str, broker_url: str, console: Console) 
                 services = _services(broker, broker_url, directory, stream)
                 tracking = _tracking(store, broker, stream)
                 return await _run(scenarios(run), store, tracking, services, directory, console)
+            except ServiceProcessError as error:  # as the CLI shows sagakit's errors
+                print(f"error: {error}", file=sys.stderr)
+                return 1
             finally:
-                with contextlib.suppress(Exception):
-                    await delete_stream(broker, stream, (*SERVICES, TRACKER_GROUP))
+                if not isinstance(broker, MemoryBroker):  # a memory hub ends with its broker
+                    with contextlib.suppress(Exception):
+                        await broker.delete_stream(stream, (*SERVICES, TRACKER_GROUP))
                 await broker.close()
     finally:
         await store.close()
@@ -186,7 +190,7 @@ async def _run(
 
 
 @asynccontextmanager
-async def _tracking(store: Store, broker: BrokerBackend, stream: str) -> AsyncIterator[Tracker]:
+async def _tracking(store: Store, broker: Broker, stream: str) -> AsyncIterator[Tracker]:
     """A tracker subscribed to ``stream`` for the life of the block."""
     own = broker.sibling() if isinstance(broker, MemoryBroker) else broker
     tracker = Tracker(store, own, [ORDER_CHOREOGRAPHY], streams=[stream])
@@ -200,7 +204,7 @@ Intake = Callable[[list[dict[str, Any]]], Awaitable[object]]
 
 @asynccontextmanager
 async def _services(
-    broker: BrokerBackend, url: str, directory: Path, stream: str
+    broker: Broker, url: str, directory: Path, stream: str
 ) -> AsyncIterator[Intake]:
     """The four services, subscribed, for the life of the block; yields their order intake.
 
@@ -266,13 +270,14 @@ async def _wait_until_ended(store: Store, saga_ids: list[str]) -> list[SagaState
     deadline = time.monotonic() + WAIT
     states = []
     for saga_id in saga_ids:
-        while True:
-            stored = await store.load(saga_id)
-            state = SagaState.from_records(saga_id, stored.records if stored else [])
-            left = deadline - time.monotonic()
-            if state.status.is_terminal or left <= 0:
-                break
-            await store.changed(saga_id, min(left, 1.0))
+        async with store.watch(saga_id) as change:
+            while True:
+                stored = await store.load(saga_id)
+                state = SagaState.from_records(saga_id, stored.records if stored else [])
+                left = deadline - time.monotonic()
+                if state.status.is_terminal or left <= 0:
+                    break
+                await change.wait(min(left, 1.0))
         states.append(state)
     return states
 

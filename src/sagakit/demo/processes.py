@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import IO
 
 from sagakit._signals import stop_on_signals
-from sagakit.bus import BrokerBackend, open_broker
-from sagakit.choreography._relay import RELAY_BACKOFF
+from sagakit.bus import Broker, open_broker
+from sagakit.choreography._relay import RELAY_RETRY
 from sagakit.demo._choreography import SERVICES, STREAM, build_service
 from sagakit.errors import BrokerConnectionError
 
@@ -100,7 +100,7 @@ async def serve(args: argparse.Namespace) -> int:
 
 async def connect_retrying(
     url: str, stop: asyncio.Event, *, redeliver_after: float = 30.0
-) -> BrokerBackend | None:
+) -> Broker | None:
     """Connect to ``url``, retrying with back-off until it answers; None if stopped first."""
     failures = 0
     while not stop.is_set():
@@ -108,7 +108,7 @@ async def connect_retrying(
             return await open_broker(url, redeliver_after=redeliver_after)
         except BrokerConnectionError as error:
             failures += 1
-            delay = RELAY_BACKOFF.delay(failures)
+            delay = RELAY_RETRY.delay(failures)
             logger.error("%s; again in %.1fs", error, delay)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import Protocol
+
+from sagakit._urls import Backend, SchemeTable, lazy
 from sagakit.errors import StoreError, UnsupportedDatabaseError
 from sagakit.store._base import ANY_INSTANCE, Store, StoredSaga, StoreWrapper, Watch
 from sagakit.store.memory import MemoryStore
@@ -17,7 +21,37 @@ __all__ = [
     "open_store",
 ]
 
-SCHEMES = ["memory", "sqlite", "postgresql"]
+
+class _Opener(Protocol):
+    def __call__(self, url: str, *, create: bool) -> Awaitable[Store]: ...
+
+
+async def _open_memory(url: str, *, create: bool) -> Store:
+    return MemoryStore(url)
+
+
+def _missing_driver(backend: Backend[_Opener]) -> StoreError:
+    return StoreError(
+        f"a {backend.schemes[0]}:// saga log needs the {backend.package} driver: "
+        f"pip install 'sagakit[{backend.extra}]'"
+    )
+
+
+_STORES: SchemeTable[_Opener] = SchemeTable(
+    Backend(("memory",), lambda: _open_memory),
+    Backend(("sqlite",), lazy("sagakit.store.sqlite", "SqliteStore.open")),
+    Backend(
+        ("postgresql", "postgres"),
+        lazy("sagakit.store.postgres", "PostgresStore.open"),
+        driver="asyncpg",
+        package="asyncpg",
+        extra="postgres",
+    ),
+    unsupported=UnsupportedDatabaseError,
+    missing=_missing_driver,
+)
+
+SCHEMES = _STORES.names
 
 
 async def open_store(url: str, *, create: bool = True) -> Store:
@@ -26,26 +60,8 @@ async def open_store(url: str, *, create: bool = True) -> Store:
     With ``create=False`` a log that does not exist yet is a :class:`StoreError` instead of
     being made: for commands that only read, so a typo in a path creates nothing.
 
-    Raises :class:`UnsupportedDatabaseError` naming the supported schemes for any other URL.
+    Raises :class:`UnsupportedDatabaseError` naming the supported schemes for any other URL,
+    and :class:`StoreError` saying which extra to install if the database's driver is missing
+    (the core needs no PostgreSQL driver: it is imported only when a URL asks for it).
     """
-    scheme = url.split("://", 1)[0] if "://" in url else ""
-    if scheme == "memory":
-        return MemoryStore(url)
-    if scheme == "sqlite":
-        from sagakit.store.sqlite import SqliteStore
-
-        return await SqliteStore.open(url, create=create)
-    if scheme in ("postgresql", "postgres"):
-        return await _open_postgres(url, create=create)
-    raise UnsupportedDatabaseError(url, SCHEMES)
-
-
-async def _open_postgres(url: str, *, create: bool) -> Store:
-    """Imported only when asked for, so the core needs no PostgreSQL driver installed."""
-    try:
-        from sagakit.store.postgres import PostgresStore
-    except ImportError as error:
-        raise StoreError(
-            "a postgresql:// saga log needs the asyncpg driver: pip install 'sagakit[postgres]'"
-        ) from error
-    return await PostgresStore.open(url, create=create)
+    return await _STORES.load(url)(url, create=create)

@@ -11,7 +11,6 @@ from sagakit.testing._store_contract import (
     started,
     step_record,
 )
-from sagakit.testing._streams import delete_stream
 
 __all__ = [
     "GROUPS",
@@ -20,7 +19,6 @@ __all__ = [
     "Recorder",
     "SchedulingContract",
     "StoreContract",
-    "delete_stream",
     "events",
     "instance",
     "started",
