@@ -20,6 +20,8 @@ from sagakit.bus._broker import Broker
 from sagakit.bus._consumer import Incoming, Receiver
 from sagakit.bus._delivery import DeadLetter
 
+__all__ = ["MemoryBroker"]
+
 
 @dataclass
 class _Held:

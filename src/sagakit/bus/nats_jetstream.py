@@ -27,6 +27,8 @@ from sagakit.bus._consumer import Incoming, Receiver
 from sagakit.bus._delivery import DeadLetter
 from sagakit.errors import MissingBrokerDriverError
 
+__all__ = ["NatsJetStreamBroker"]
+
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg

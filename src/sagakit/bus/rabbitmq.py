@@ -28,6 +28,8 @@ from sagakit.bus._consumer import Incoming, Receiver
 from sagakit.bus._delivery import DeadLetter
 from sagakit.errors import BrokerError, MissingBrokerDriverError
 
+__all__ = ["RabbitMQBroker"]
+
 if TYPE_CHECKING:
     from aio_pika.abc import (
         AbstractChannel,

@@ -25,6 +25,8 @@ from sagakit.bus._consumer import Incoming, Receiver
 from sagakit.bus._delivery import DeadLetter
 from sagakit.errors import MissingBrokerDriverError
 
+__all__ = ["RedisStreamsBroker"]
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 

@@ -143,10 +143,10 @@ def demo(
     if flavor is Flavor.ORCHESTRATION:
         if broker != "memory://":
             _fail("--broker is for --flavor choreography (orchestration needs no broker)", 2)
-        from sagakit.demo._orchestrated import run_demo
+        from sagakit.demo import run_demo
 
         raise typer.Exit(_run(run_demo(db, Console())))
-    from sagakit.demo._choreographed import run_choreography_demo
+    from sagakit.demo import run_choreography_demo
 
     raise typer.Exit(_run(run_choreography_demo(db, broker, Console())))
 

@@ -10,6 +10,8 @@ Everything here runs on the core install (``pip install sagakit``): the memory b
 SQLite, nothing from the ``dev`` or broker extras.
 """
 
+from sagakit.demo._choreographed import run_choreography_demo
+from sagakit.demo._orchestrated import run_demo
 from sagakit.demo._saga import build_order_saga, from_environment, order_input
 from sagakit.demo._services import (
     CardDeclined,
@@ -44,4 +46,6 @@ __all__ = [
     "from_environment",
     "open_services",
     "order_input",
+    "run_choreography_demo",
+    "run_demo",
 ]

@@ -33,6 +33,8 @@ from sagakit.choreography._relay import RELAY_RETRY
 from sagakit.demo._choreography import SERVICES, STREAM, build_service
 from sagakit.errors import BrokerConnectionError
 
+__all__ = ["ServiceProcess", "ServiceProcessError", "main"]
+
 logger = logging.getLogger("sagakit.demo")
 
 READY = "ready"

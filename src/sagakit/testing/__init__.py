@@ -3,6 +3,13 @@
 The contract suites are pytest classes: install ``sagakit[testing]`` to use them.
 """
 
+try:
+    import pytest  # noqa: F401  (checked first, so a missing pytest says what to install)
+except ImportError as error:
+    raise ImportError(
+        "sagakit.testing holds pytest suites: pip install 'sagakit[testing]'"
+    ) from error
+
 from sagakit.testing._broker_contract import GROUPS, BrokerContract, BrokerFactory, Recorder, events
 from sagakit.testing._store_contract import (
     SchedulingContract,
