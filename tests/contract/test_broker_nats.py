@@ -13,6 +13,8 @@ from sagakit.bus.nats_jetstream import NatsJetStreamBroker, jetstream_names, sub
 from sagakit.errors import BrokerConnectionError
 from sagakit.testing import BrokerContract, BrokerFactory
 
+pytestmark = pytest.mark.nats
+
 URL = os.environ.get("SAGAKIT_NATS_URL", "nats://127.0.0.1:4222")
 
 

@@ -14,6 +14,8 @@ from sagakit.bus.rabbitmq import RabbitMQBroker, exchange_name
 from sagakit.errors import BrokerConnectionError
 from sagakit.testing import GROUPS, BrokerContract, BrokerFactory
 
+pytestmark = pytest.mark.rabbitmq
+
 URL = os.environ.get("SAGAKIT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 

@@ -14,6 +14,8 @@ from sagakit.bus.redis_streams import RedisStreamsBroker, dead_key, stream_key
 from sagakit.errors import BrokerConnectionError
 from sagakit.testing import BrokerContract, BrokerFactory, Recorder, events
 
+pytestmark = pytest.mark.redis
+
 URL = os.environ.get("SAGAKIT_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

@@ -36,6 +36,8 @@ from sagakit.store.postgres import (
 )
 from sagakit.testing import SchedulingContract, StoreContract, instance, started, step_record
 
+pytestmark = pytest.mark.postgres
+
 SERVER = os.environ.get("SAGAKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SagaLogs
+from saga_logs import SagaLogs
 from sagakit import Engine, SagaState, SagaStatus, idempotency_key, open_store
 from sagakit.demo import OrderServices, open_services, order_input
 from sagakit.demo._saga import SERVICES_ENV

@@ -45,7 +45,17 @@ def demo(db: str, *options: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("broker", list(BROKERS))
+@pytest.mark.parametrize(
+    "broker",
+    [
+        "memory",
+        *(
+            pytest.param(name, marks=getattr(pytest.mark, name))
+            for name in BROKERS
+            if name != "memory"
+        ),
+    ],
+)
 def test_the_demo_ends_every_order_as_expected(tmp_path: Path, broker: str) -> None:
     db = f"sqlite:///{tmp_path / 'sagas.db'}"
 

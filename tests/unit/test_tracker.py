@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -14,8 +15,9 @@ from sagakit.bus import Event, MemoryBroker
 from sagakit.choreography import Choreography, ChoreographyStep, Tracker
 from sagakit.choreography._tracker import LEASE_OWNER
 from sagakit.errors import ConcurrentUpdateError, SagaDefinitionError
-from sagakit.log import RecordType
+from sagakit.log import Record, RecordType
 from sagakit.log._codec import decode
+from sagakit.store import StoreWrapper
 
 FLOW = Choreography(
     "order_flow",
@@ -249,10 +251,11 @@ async def test_the_tracker_follows_a_stream_and_checks_for_stuck_sagas() -> None
                 done[saga_id] = await status(saga_id)
             return done == {"t-1": SagaStatus.COMPLETED, "t-2": SagaStatus.NEEDS_ATTENTION}
 
-        for _ in range(200):
-            if await poll():
-                break
-            await store.changed("t-2", 0.05)
+        async with store.watch("t-2") as change:
+            for _ in range(200):
+                if await poll():
+                    break
+                await change.wait(0.05)
         assert done == {"t-1": SagaStatus.COMPLETED, "t-2": SagaStatus.NEEDS_ATTENTION}
 
 
@@ -265,17 +268,23 @@ def test_an_event_in_two_choreographies_is_refused() -> None:
         Tracker(MemoryStore(), MemoryBroker(), [FLOW, other])
 
 
-async def test_conflicts_that_never_end_are_raised_for_the_broker_to_retry(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    store = MemoryStore()
-    follow = tracker(store)
+class _AlwaysTaken(StoreWrapper):
+    """Every append finds its log position written by someone else, once ``taken`` is set."""
+
+    taken = False
+
+    async def append(self, saga_id: str, records: Sequence[Record], status: SagaStatus) -> None:
+        if self.taken:
+            raise ConcurrentUpdateError(saga_id, records[0].seq)
+        await super().append(saga_id, records, status)
+
+
+async def test_conflicts_that_never_end_are_raised_for_the_broker_to_retry() -> None:
+    store = _AlwaysTaken(MemoryStore())
+    follow = Tracker(store, MemoryBroker(), [FLOW])
     chain = Chain()
     await follow.track(chain.next("OrderCreated", "orders"))
 
-    async def always_taken(*args: object) -> None:
-        raise ConcurrentUpdateError("o-1", 3)
-
-    monkeypatch.setattr(store, "append", always_taken)
+    store.taken = True
     with pytest.raises(ConcurrentUpdateError):
         await follow.track(chain.next("PaymentCompleted", "payments"))

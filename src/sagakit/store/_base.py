@@ -129,16 +129,6 @@ class Store(Protocol):
         """
         ...
 
-    async def changed(self, saga_id: str, timeout: float) -> None:
-        """Return when the instance's row may have changed, or after ``timeout`` seconds.
-
-        Used to wait for an outcome without a busy loop; a spurious return is allowed,
-        a missed change is not (a store that cannot be told polls at a modest interval).
-        ``ANY_INSTANCE`` waits for new due work on any instance. Being replaced by
-        :meth:`watch`, which cannot miss a change made just before the wait begins.
-        """
-        ...
-
     async def close(self) -> None:
         """Release connections and threads; the store is unusable afterwards."""
         ...
@@ -191,9 +181,6 @@ class StoreWrapper:
 
     def watch(self, saga_id: str) -> AbstractAsyncContextManager[Watch]:
         return self.inner.watch(saga_id)
-
-    async def changed(self, saga_id: str, timeout: float) -> None:
-        await self.inner.changed(saga_id, timeout)
 
     async def close(self) -> None:
         await self.inner.close()

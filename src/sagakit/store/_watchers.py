@@ -1,4 +1,4 @@
-"""Waiting for an instance to change, for the stores' ``watch`` and ``changed``.
+"""Waiting for an instance to change, for the stores' ``watch``.
 
 A watch is registered for as long as its block runs, not just while someone awaits it, so a
 change made between two waits (while the caller looks at what changed) is not missed.
@@ -60,11 +60,6 @@ class Watchers:
             watching.discard(watched)
             if not watching:
                 del self._watching[saga_id]
-
-    async def wait(self, saga_id: str, timeout: float) -> None:
-        """Return on the next change of ``saga_id`` or after ``timeout`` seconds."""
-        async with self.watch(saga_id) as watched:
-            await watched.wait(timeout)
 
     def wake(self, saga_id: str) -> None:
         for watched in self._watching.get(saga_id, ()):

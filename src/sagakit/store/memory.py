@@ -171,9 +171,6 @@ class MemoryStore:
     def watch(self, saga_id: str) -> AbstractAsyncContextManager[Watch]:
         return self._watchers.watch(saga_id)
 
-    async def changed(self, saga_id: str, timeout: float) -> None:
-        await self._watchers.wait(saga_id, timeout)
-
     async def close(self) -> None:
         return None
 

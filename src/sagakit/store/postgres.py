@@ -492,17 +492,6 @@ class PostgresStore:
             await self._listening(channel)
             yield _Heard(watched, channel, self._listening)
 
-    async def changed(self, saga_id: str, timeout: float) -> None:
-        """Woken by a NOTIFY from any process, or at once by this store's own writes.
-
-        If this store did not listen on the channel yet (or the listening connection was
-        lost) it starts to and the call returns at once: a change made while nobody
-        listened cannot be ruled out.
-        """
-        async with self._watchers.watch(saga_id) as watched:
-            if await self._listening(_channel(saga_id)):
-                await watched.wait(timeout)
-
     async def close(self) -> None:
         """Commit what is queued, then close the listener and the pool."""
         self._closed = True

@@ -304,10 +304,6 @@ class SqliteStore:
         (each ``wait`` returns after :data:`POLL_INTERVAL` at the most)."""
         return self._watchers.watch(saga_id)
 
-    async def changed(self, saga_id: str, timeout: float) -> None:
-        """Woken at once by changes made through this store; polls for other processes'."""
-        await self._watchers.wait(saga_id, timeout)
-
     async def close(self) -> None:
         if self._queue:
             self._flush()
