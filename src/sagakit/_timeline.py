@@ -8,6 +8,7 @@ readable in a 100-column terminal: long messages wrap inside their column.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,7 @@ SAGA_STYLES: dict[SagaStatus, str] = {
 STEP_STYLES: dict[StepStatus, str] = {
     StepStatus.PENDING: "dim",
     StepStatus.RUNNING: "cyan",
+    StepStatus.WAITING: "blue",
     StepStatus.SUCCEEDED: "green",
     StepStatus.FAILED: "red",
     StepStatus.COMPENSATING: "magenta",
@@ -41,6 +43,23 @@ _TRACKED = frozenset({"event", "source", "event_id", "causation_id"})
 """The keys a tracker puts in the records it rebuilt from a choreographed saga's events."""
 _DETAIL_LIMIT = 120
 """Characters of a result or input shown in the timeline; ``show --json`` has the rest."""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every terminal control character shown escaped (``\\x1b``), so a
+    stored event field can neither clear the screen nor retitle the window."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+def local_time(at: float, format: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """``at`` (epoch seconds) as local time; one no calendar can show stays a raw number."""
+    try:
+        return datetime.fromtimestamp(at).strftime(format)
+    except (OverflowError, OSError, ValueError):
+        return f"{at!r}"
 
 
 def status_text(status: SagaStatus | StepStatus) -> Text:
@@ -58,21 +77,20 @@ def render_timeline(state: SagaState) -> RenderableType:
 def _header(state: SagaState) -> Text:
     text = Text.assemble(
         ("saga ", "bold"),
-        (state.id, "bold"),
+        (printable(state.id), "bold"),
         "  ",
-        (f"{state.name}@{state.version}", "cyan"),
+        (printable(f"{state.name}@{state.version}"), "cyan"),
         "  ",
         status_text(state.status),
     )
     if state.records:
-        started = datetime.fromtimestamp(state.records[0].at).isoformat(" ", "seconds")
-        text.append(f"  started {started}", style="dim")
+        text.append(f"  started {local_time(state.records[0].at)}", style="dim")
     if state.reason:
         text.append("\nreason: ", style="bold")
-        text.append(state.reason)
+        text.append(printable(state.reason))
     if state.failed_compensations:
         text.append("\nnot undone: ", style="bold red")
-        text.append(", ".join(state.failed_compensations))
+        text.append(printable(", ".join(state.failed_compensations)))
     return text
 
 
@@ -86,8 +104,8 @@ def _steps(state: SagaState) -> Table:
     table.add_column("error", ratio=1)
     for step in state.steps:
         table.add_row(
-            step.name,
-            step.kind,
+            Text(printable(step.name)),
+            Text(printable(step.kind)),
             status_text(step.status),
             str(step.attempts or ""),
             str(step.compensation_attempts or ""),
@@ -117,13 +135,19 @@ def _events(state: SagaState) -> Table:
     start = state.records[0].at if state.records else 0.0
     for record in state.records:
         table.add_row(
-            f"{(record.at - start) * 1000:.0f}",
+            _since(record.at, start),
             Text(record.type.value, style=_event_style(record.type)),
-            record.step or "",
+            Text(printable(record.step or "")),
             str(record.attempt) if record.attempt else "",
             _detail(record),
         )
     return table
+
+
+def _since(at: float, start: float) -> str:
+    """Milliseconds from the saga's start; a foreign time far out of range, as it is."""
+    elapsed = (at - start) * 1000
+    return f"{elapsed:.0f}" if abs(elapsed) < 1e12 else f"{at!r}"
 
 
 def _event_style(kind: RecordType) -> str:
@@ -145,10 +169,10 @@ def _detail(record: Record) -> Text:
         return _one_line(f"{data['event']} from {data['source']}: {_short(data['payload'])}")
     if kind in (RecordType.STEP_FAILED, RecordType.COMPENSATION_FAILED):
         retry_at = data["retry_at"]
-        then = "final" if retry_at is None else f"retry in {(retry_at - record.at) * 1000:.0f} ms"
-        return Text(f"{_error(data['error'])} ({then})")
+        then = "final" if retry_at is None else f"retry in {_since(retry_at, record.at)} ms"
+        return Text(printable(f"{_error(data['error'])} ({then})"))
     if kind in (RecordType.SAGA_COMPENSATING, RecordType.SAGA_NEEDS_ATTENTION):
-        return Text(str(data["reason"]))
+        return Text(printable(str(data["reason"])))
     if kind is RecordType.SAGA_STARTED:
         return _one_line("input " + _short(data["input"]))
     if kind is RecordType.STEP_SUCCEEDED:
@@ -157,12 +181,12 @@ def _detail(record: Record) -> Text:
 
 
 def _one_line(text: str) -> Text:
-    return Text(text, no_wrap=True, overflow="ellipsis", style="dim")
+    return Text(printable(text), no_wrap=True, overflow="ellipsis", style="dim")
 
 
 def _error(error: Mapping[str, object]) -> str:
     kind = str(error.get("type", "error")).rsplit(".", 1)[-1]
-    return f"{kind}: {error.get('message', '')}"
+    return printable(f"{kind}: {error.get('message', '')}")
 
 
 def _short(value: Any) -> str:

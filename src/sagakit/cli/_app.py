@@ -15,17 +15,19 @@ import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from datetime import datetime
 from enum import StrEnum
+from importlib.metadata import version
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from sagakit._signals import stop_on_signals
-from sagakit._timeline import render_timeline, status_text
+from sagakit._timeline import local_time, printable, render_timeline, status_text
+from sagakit._urls import redact
 from sagakit.errors import AppReferenceError, SagakitError, UnknownSagaError
 from sagakit.log import SagaState, SagaStatus, StepStatus
 from sagakit.orchestration import (
@@ -64,6 +66,24 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a ta
 def main() -> None:
     """Entry point of the ``sagakit`` script."""
     app()
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"sagakit {version('sagakit')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Run, inspect and resume sagas recorded in a saga log."""
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -201,13 +221,12 @@ def _list_table(states: list[SagaState]) -> Table:
     table.add_column("steps", no_wrap=True)
     table.add_column("updated", no_wrap=True)
     for state in states:
-        updated = datetime.fromtimestamp(state.records[-1].at).strftime("%m-%d %H:%M:%S")
         table.add_row(
-            state.id,
-            f"{state.name}@{state.version}",
+            Text(printable(state.id)),
+            Text(printable(f"{state.name}@{state.version}")),
             status_text(state.status),
             _progress(state),
-            updated,
+            local_time(state.records[-1].at, "%m-%d %H:%M:%S"),
         )
     return table
 
@@ -342,7 +361,7 @@ def migrate(db: Db = DEFAULT_DB) -> None:
             pass
 
     _run(opened())
-    typer.echo(f"{db}: schema is current")
+    typer.echo(f"{redact(db)}: schema is current")
 
 
 def _describe(outcome: DriveReport) -> str:

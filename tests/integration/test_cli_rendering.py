@@ -1,0 +1,130 @@
+"""What ``sagakit list`` and ``show`` print for the sagas an operator investigates: one
+waiting for a message, one with times no calendar can show, one whose stored text carries
+terminal control sequences. At 80 columns, not a terminal, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from sagakit import Engine, Saga, StepContext, open_store
+from sagakit.cli import app
+from sagakit.log import Instance, Record, RecordType, SagaStatus
+from servers import POSTGRES
+
+NARROW = {"COLUMNS": "80", "TERM": "dumb"}
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07boom"
+"""Clears the screen and retitles the window if it reaches a terminal as it is."""
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args), env=NARROW)
+
+
+def shown_cleanly(result: Result) -> str:
+    assert result.exit_code == 0, result.output
+    assert result.exception is None
+    assert "Traceback" not in result.output
+    return result.output
+
+
+def waiting_saga() -> Saga:
+    saga = Saga("approval", 1)
+
+    async def ask(ctx: StepContext) -> object:
+        return await ctx.wait_for("approved", timeout=3600)
+
+    async def undo(ctx: object) -> None:
+        return None
+
+    return saga.add(ask, compensate=undo)
+
+
+async def park(url: str) -> None:
+    store = await open_store(url)
+    try:
+        saga = waiting_saga()
+        result = await Engine(store, [saga], hand_back=True).run(saga, {}, saga_id="w-1")
+        assert result.status is SagaStatus.RUNNING
+    finally:
+        await store.close()
+
+
+def test_a_waiting_saga_lists_and_shows(tmp_path: object) -> None:
+    db = f"sqlite:///{tmp_path}/sagas.db"
+    asyncio.run(park(db))
+    listed = shown_cleanly(cli("list", "--db", db))
+    assert "running" in listed and "w-1" in listed
+    shown = shown_cleanly(cli("show", "w-1", "--db", db))
+    assert "waiting" in shown and "step_waiting" in shown
+
+
+async def foreign(url: str) -> None:
+    """A log as a foreign producer's events could leave it: absurd times, hostile text."""
+    store = await open_store(url)
+    try:
+        started = json.dumps(
+            {"name": "foreign", "version": 1, "input": None, "deadline_at": None,
+             "steps": [{"name": "pay", "kind": "compensatable"}]}
+        )  # fmt: skip
+        failure = json.dumps({"error": {"type": "Refused", "message": HOSTILE}, "retry_at": None})
+        attention = json.dumps({"reason": HOSTILE, "failed": []})
+        records = [
+            Record(0, RecordType.SAGA_STARTED, 1e300, data=started),
+            Record(1, RecordType.STEP_STARTED, -1e15, "pay", 1),
+            Record(2, RecordType.STEP_FAILED, 1e300, "pay", 1, failure),
+            Record(3, RecordType.SAGA_NEEDS_ATTENTION, 1e300, data=attention),
+        ]
+        row = Instance("f-1", "foreign", 1, SagaStatus.NEEDS_ATTENTION, 1e300, 1e300)
+        assert await store.create(row, records)
+    finally:
+        await store.close()
+
+
+def test_times_out_of_any_calendar_render_as_numbers(tmp_path: object) -> None:
+    db = f"sqlite:///{tmp_path}/sagas.db"
+    asyncio.run(foreign(db))
+    listed = shown_cleanly(cli("list", "--db", db))
+    assert "needs_attention" in listed and "1e+300" in listed
+    shown = shown_cleanly(cli("show", "f-1", "--db", db))
+    assert "1e+300" in shown and "-1000000000000000.0" in shown
+
+
+def test_control_characters_in_stored_text_are_shown_escaped(tmp_path: object) -> None:
+    db = f"sqlite:///{tmp_path}/sagas.db"
+    asyncio.run(foreign(db))
+    shown = shown_cleanly(cli("show", "f-1", "--db", db))
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "\\x1b[2J" in shown
+
+
+def test_the_version_is_one_line() -> None:
+    result = cli("--version")
+    assert result.exit_code == 0
+    assert result.output.startswith("sagakit ") and result.output.count("\n") == 1
+
+
+@pytest.mark.postgres
+def test_migrate_never_prints_the_password() -> None:
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    url = POSTGRES.replace("postgres@", "postgres:s3cretPW@", 1) + f"?schema={schema}"
+    try:
+        result = cli("migrate", "--db", url)
+        assert result.exit_code == 0, result.output
+        assert "s3cretPW" not in result.output and "***" in result.output
+    finally:
+        asyncio.run(_drop(schema))
+
+
+async def _drop(schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
