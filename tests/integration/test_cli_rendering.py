@@ -128,3 +128,37 @@ async def _drop(schema: str) -> None:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
+
+
+async def crowd(url: str) -> None:
+    """Sagas with long ids and names, half of them needing attention."""
+    store = await open_store(url)
+    try:
+        for i in range(6):
+            saga_id = f"order-{i:04d}-{uuid.uuid4().hex}"
+            started = json.dumps(
+                {"name": "a_rather_long_saga_name_for_80_columns", "version": 1, "input": None,
+                 "deadline_at": None, "steps": [{"name": "pay", "kind": "compensatable"}]}
+            )  # fmt: skip
+            end = (RecordType.SAGA_NEEDS_ATTENTION, SagaStatus.NEEDS_ATTENTION)
+            if i % 2:
+                end = (RecordType.SAGA_COMPLETED, SagaStatus.COMPLETED)
+            data = json.dumps({"reason": "refund failed", "failed": []}) if i % 2 == 0 else None
+            records = [Record(0, RecordType.SAGA_STARTED, 1.0e9, data=started)]
+            records.append(Record(1, end[0], 1.0e9, data=data))
+            name = "a_rather_long_saga_name_for_80_columns"
+            assert await store.create(Instance(saga_id, name, 1, end[1], 1.0e9, 1.0e9), records)
+    finally:
+        await store.close()
+
+
+def test_a_piped_list_keeps_every_cell_whole_at_80_columns(tmp_path: object) -> None:
+    db = f"sqlite:///{tmp_path}/sagas.db"
+    asyncio.run(crowd(db))
+    listed = shown_cleanly(cli("list", "--db", db))
+    lines = listed.splitlines()
+    assert sum("needs_attention" in line for line in lines) == 3  # `| grep -c` counts right
+    assert sum(" completed " in f"{line} " for line in lines) == 3
+    assert all("…" not in line for line in lines)
+    assert all(line.split()[0].startswith("order-00") for line in lines[1:])
+    assert all(len(line.split()[0]) == len("order-0000-") + 32 for line in lines[1:])

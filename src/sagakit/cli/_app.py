@@ -209,7 +209,11 @@ def list_sagas(
     elif not states:
         typer.echo("no sagas" + (f" with status {wanted.value}" if wanted else ""))
     else:
-        Console().print(_list_table(states))
+        console = Console()
+        if console.is_terminal:
+            console.print(_list_table(states))
+        else:  # piped: every cell whole, so grep and cut see what is there
+            typer.echo(_plain_table(states))
 
 
 def _list_table(states: list[SagaState]) -> Table:
@@ -229,6 +233,26 @@ def _list_table(states: list[SagaState]) -> Table:
             local_time(state.records[-1].at, "%m-%d %H:%M:%S"),
         )
     return table
+
+
+def _plain_table(states: list[SagaState]) -> str:
+    """The list as plain text: columns padded to their widest cell, nothing cut or coloured."""
+    rows = [["id", "saga", "status", "steps", "updated"]]
+    rows += [
+        [
+            printable(state.id),
+            printable(f"{state.name}@{state.version}"),
+            state.status.value,
+            _progress(state),
+            local_time(state.records[-1].at, "%m-%d %H:%M:%S"),
+        ]
+        for state in states
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def _progress(state: SagaState) -> str:
