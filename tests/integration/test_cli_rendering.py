@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import uuid
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -162,3 +164,31 @@ def test_a_piped_list_keeps_every_cell_whole_at_80_columns(tmp_path: object) -> 
     assert all("…" not in line for line in lines)
     assert all(line.split()[0].startswith("order-00") for line in lines[1:])
     assert all(len(line.split()[0]) == len("order-0000-") + 32 for line in lines[1:])
+
+
+@pytest.mark.parametrize("tables", ["CREATE TABLE orders (id INTEGER PRIMARY KEY)", None])
+def test_reading_commands_leave_a_database_that_is_not_a_saga_log_as_it_was(
+    tmp_path: Path, tables: str | None
+) -> None:
+    """An application's own SQLite file, or an empty one, is refused; not a byte changes."""
+    path = tmp_path / "app.db"
+    if tables is None:
+        path.touch()
+    else:
+        with sqlite3.connect(path) as conn:
+            conn.execute(tables)
+    before = path.read_bytes()
+    for command in (["list"], ["show", "x-1"], ["retry", "x-1"]):
+        result = cli(*command, "--db", f"sqlite:///{path}")
+        assert result.exit_code == 1, result.output
+        assert "is not a sagakit saga log" in result.output
+        assert "Traceback" not in result.output
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]  # no -wal, no -shm
+
+
+def test_a_port_that_is_not_a_number_is_one_line() -> None:
+    result = cli("list", "--db", "postgresql://me:s3cretPW@127.0.0.1:abc/db")
+    assert result.exit_code == 1
+    assert result.output.startswith("error: invalid port") and result.output.count("\n") == 1
+    assert "s3cretPW" not in result.output

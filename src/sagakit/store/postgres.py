@@ -288,6 +288,10 @@ class Settings:
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres"):
             raise InvalidStoreURLError(f"not a PostgreSQL URL: {redact(url)!r}")
+        try:
+            parts.port  # noqa: B018  (urlsplit checks the port only when asked for it)
+        except ValueError as error:
+            raise InvalidStoreURLError(f"invalid port in {redact(url)!r}: {error}") from None
         query = parse_qsl(parts.query, keep_blank_values=True)
         ours = dict(query)
         schema = ours.get("schema", "public")

@@ -169,12 +169,18 @@ class SqliteStore:
         """Open the file (creating it if missing) and migrate it to the current schema.
 
         A file whose schema is newer than this code is refused with
-        :class:`SchemaVersionError` before anything is written to it.
+        :class:`SchemaVersionError` before anything is written to it. With ``create=False``
+        (commands that only read) a missing file, or one without sagakit's tables (an
+        application's own database, an empty file), is a :class:`StoreError` and is left
+        exactly as it was.
         """
         store = cls(url)
         if not create and (store.path == ":memory:" or not Path(store.path).exists()):
             raise StoreError(f"no SQLite saga log at {store.path!r} (nothing was created)")
-        store._conn = store._guarded(store._connect)
+        try:
+            store._conn = store._connect(create)
+        except sqlite3.Error as error:
+            raise StoreError(f"SQLite saga log {store.path!r}: {error}") from error
         return store
 
     # -- the Store protocol ------------------------------------------------------------------
@@ -315,8 +321,11 @@ class SqliteStore:
 
     def _guarded(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the connection, translating driver errors at the boundary."""
+        conn = self._conn
+        if conn is None:
+            raise StoreError(f"SQLite saga log {self.path!r} is closed")
         try:
-            return fn(self._conn)  # type: ignore[arg-type]  # None only inside _connect
+            return fn(conn)
         except sqlite3.Error as error:
             raise StoreError(f"SQLite saga log {self.path!r}: {error}") from error
 
@@ -342,12 +351,18 @@ class SqliteStore:
             outcomes = [(False, error)] * len(batch)
         _sql.settle(batch, outcomes)
 
-    def _connect(self, _: object) -> sqlite3.Connection:
+    def _connect(self, create: bool) -> sqlite3.Connection:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            _sql.refuse_newer(MIGRATIONS, _schema_version(conn), self.url)
+            found = _schema_version(conn)
+            _sql.refuse_newer(MIGRATIONS, found, self.url)
+            if found == 0 and not create:  # before WAL mode, which would change the file
+                raise StoreError(
+                    f"{self.path!r} is not a sagakit saga log (it has no sagakit tables);"
+                    " nothing was changed"
+                )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=10000")
