@@ -88,6 +88,10 @@ def _header(state: SagaState) -> Text:
     if state.reason:
         text.append("\nreason: ", style="bold")
         text.append(printable(state.reason))
+    if state.resolution is not None:
+        note = state.resolution
+        text.append("\nresolved by an operator: ", style="bold yellow")
+        text.append(printable(f"{note['by']}: {note['note']}"))
     if state.failed_compensations:
         text.append("\nnot undone: ", style="bold red")
         text.append(printable(", ".join(state.failed_compensations)))
@@ -177,6 +181,16 @@ def _detail(record: Record) -> Text:
         return _one_line("input " + _short(data["input"]))
     if kind is RecordType.STEP_SUCCEEDED:
         return _one_line("-> " + _short(data))
+    if kind in (RecordType.OPERATOR_RETRY, RecordType.OPERATOR_RESOLVED):
+        return Text(printable(f"by {data['by']}" + (f": {data['note']}" if data["note"] else "")))
+    if kind is RecordType.CANCEL_REQUESTED:
+        why = f": {data['reason']}" if data.get("reason") else ""
+        return Text(printable(f"by {data.get('by', 'someone')}{why}"))
+    if kind is RecordType.STEP_WAITING:
+        until = "" if data["until"] is None else f" until {local_time(data['until'])}"
+        return Text(printable(f"{data['role']} waits for {data['signal']!r}{until}"))
+    if kind is RecordType.MESSAGE_RECEIVED:
+        return _one_line(f"{data['name']!r} " + _short(json.loads(data["payload"])))
     return Text()
 
 

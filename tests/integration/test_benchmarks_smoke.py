@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.postgres  # the quick run includes the PostgreSQL benchmarks
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ("hand-written orchestrator", "sagakit + MemoryStore", "sagakit + SQLite")
 MODES = ("sequential", "concurrent")

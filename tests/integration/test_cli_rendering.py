@@ -192,3 +192,26 @@ def test_a_port_that_is_not_a_number_is_one_line() -> None:
     assert result.exit_code == 1
     assert result.output.startswith("error: invalid port") and result.output.count("\n") == 1
     assert "s3cretPW" not in result.output
+
+
+def test_show_tells_who_resolved_a_saga_by_hand_and_why(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/sagas.db"
+    asyncio.run(foreign(db))
+    resolved = cli("resolve", "f-1", "--note", "refunded by phone", "--by", "ops", "--db", db)
+    assert resolved.exit_code == 0, resolved.output
+    shown = shown_cleanly(cli("show", "f-1", "--db", db))
+    assert "resolved by an operator: ops: refunded by phone" in shown
+    lines = shown.splitlines()
+    at = next(i for i, line in enumerate(lines) if "operator_resolved" in line)
+    wrapped = " ".join(" ".join(lines[at : at + 2]).split())  # the detail may wrap at 80
+    assert "by ops: refunded by phone" in wrapped
+
+
+def test_show_tells_what_a_waiting_step_waits_for(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/sagas.db"
+    asyncio.run(park(db))
+    waiting_row = next(
+        line for line in shown_cleanly(cli("show", "w-1", "--db", db)).splitlines()
+        if "step_waiting" in line
+    )  # fmt: skip
+    assert "action waits for 'approved' until" in waiting_row

@@ -240,6 +240,51 @@ async def test_retry_runs_the_failed_compensation_again(store: MemoryStore) -> N
     assert len(retries) == 1 and '"by":"ops"' in (retries[0].data or "")
 
 
+async def test_a_retried_compensation_that_fails_again_says_so_once(store: MemoryStore) -> None:
+    calls = Calls()
+    calls.refund_possible = False
+    stop = asyncio.Event()
+    worker = Worker(store, [order_saga(calls)], poll=0.01)
+    task = asyncio.ensure_future(worker.run(stop))
+    client = Client(store)
+    saga_id = await client.start(order_saga(Calls()), {"ship_fails": True})
+    first = await client.result(saga_id, timeout=10)
+    await client.retry(saga_id, note="try the refund again", by="ops")  # the card is still closed
+    again = await client.result(saga_id, timeout=10)
+    stop.set()
+    await task
+
+    assert again.status is SagaStatus.NEEDS_ATTENTION
+    assert again.reason == first.reason
+    assert again.reason is not None and again.reason.count("did not finish for") == 1
+
+
+async def test_a_retried_saga_that_completes_keeps_no_stale_reason(store: MemoryStore) -> None:
+    client = Client(store)
+    saga_id = await client.start(order_saga(Calls()), {})
+    stranger = Saga("someone_elses", 1).add(_noop, compensate=_noop)
+    stop = asyncio.Event()
+    wrong = Worker(store, [stranger], poll=0.01)  # does not know the order saga
+    task = asyncio.ensure_future(wrong.run(stop))
+    unknown = await client.result(saga_id, timeout=10)
+    stop.set()
+    await task
+    assert unknown.status is SagaStatus.NEEDS_ATTENTION and "not registered" in str(unknown.reason)
+
+    await client.retry(saga_id, note="deployed the order worker", by="ops")
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(Worker(store, [order_saga(Calls())], poll=0.01).run(stop))
+    result = await client.result(saga_id, timeout=10)
+    stop.set()
+    await task
+    assert result.status is SagaStatus.COMPLETED
+    assert result.reason is None
+
+
+async def _noop(ctx: object) -> None:
+    return None
+
+
 async def test_retry_gives_a_failed_retriable_step_a_fresh_budget(store: MemoryStore) -> None:
     calls = Calls()
     stop = asyncio.Event()

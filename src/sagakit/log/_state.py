@@ -92,6 +92,9 @@ class SagaState:
     resolution: OperatorNote | None = None
     before_attention: SagaStatus | None = None
     """Whether it was going forward or compensating when it needed attention."""
+    reason_before_attention: str | None = None
+    """Why it was compensating when it needed attention (None going forward): what an
+    operator's retry goes back to, so an old reason neither lingers nor repeats."""
     cursor: int = 0
     """Index of the first step whose action has not succeeded (``len(steps)`` when none)."""
 
@@ -183,6 +186,7 @@ class SagaState:
         elif kind is RecordTypes.SAGA_NEEDS_ATTENTION:
             attention: Attention = _payload(record)
             self.before_attention = self.status
+            self.reason_before_attention = self.reason
             self.status = SagaStatuses.NEEDS_ATTENTION
             self.reason = attention["reason"]
             self.failed_compensations = list(attention["failed"])
@@ -214,6 +218,7 @@ class SagaState:
         """An operator's retry: the calls that failed for good are due again, with a fresh
         retry budget, and the saga goes back to what it was doing."""
         self.status = self.before_attention or SagaStatuses.RUNNING
+        self.reason = self.reason_before_attention
         self.failed_compensations = []
         for step in self.steps:
             if step.status is StepStatuses.SKIPPED and self.status is SagaStatuses.RUNNING:
