@@ -215,3 +215,39 @@ def test_show_tells_what_a_waiting_step_waits_for(tmp_path: Path) -> None:
         if "step_waiting" in line
     )  # fmt: skip
     assert "action waits for 'approved' until" in waiting_row
+
+
+SECRET = "s3cretPW"
+UNREACHABLE_PG = f"postgresql://postgres:{SECRET}@127.0.0.1:1/x"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["list", "--db", UNREACHABLE_PG],
+        ["show", "x-1", "--db", UNREACHABLE_PG],
+        ["retry", "x-1", "--db", UNREACHABLE_PG],
+        ["resolve", "x-1", "--note", "n", "--db", UNREACHABLE_PG],
+        ["cancel", "x-1", "--db", UNREACHABLE_PG],
+        ["migrate", "--db", UNREACHABLE_PG],
+        ["worker", "--once", "--app", "sagakit.demo:from_environment", "--db", UNREACHABLE_PG],
+        ["list", "--db", f"mysql://root:{SECRET}@db/x"],
+        ["list", "--db", f"postgresql://me:{SECRET}@127.0.0.1:abc/db"],
+        ["demo", "--db", "memory://", "--flavor", "choreography", "--broker",
+         f"redis://:{SECRET}@127.0.0.1:1/0"],
+    ],
+)  # fmt: skip
+def test_no_error_path_prints_a_password(command: list[str]) -> None:
+    result = cli(*command)
+    assert result.exit_code != 0
+    assert "error:" in result.output and "Traceback" not in result.output
+    assert SECRET not in result.output
+
+
+def test_list_marks_a_saga_an_operator_resolved(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/sagas.db"
+    asyncio.run(foreign(db))
+    assert cli("resolve", "f-1", "--note", "refunded by phone", "--db", db).exit_code == 0
+    listed = shown_cleanly(cli("list", "--db", db))
+    row = next(line for line in listed.splitlines() if line.startswith("f-1"))
+    assert "completed, resolved" in row

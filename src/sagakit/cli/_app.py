@@ -228,7 +228,7 @@ def _list_table(states: list[SagaState]) -> Table:
         table.add_row(
             Text(printable(state.id)),
             Text(printable(f"{state.name}@{state.version}")),
-            status_text(state.status),
+            status_text(state.status) + _resolved(state),
             _progress(state),
             local_time(state.records[-1].at, "%m-%d %H:%M:%S"),
         )
@@ -242,7 +242,7 @@ def _plain_table(states: list[SagaState]) -> str:
         [
             printable(state.id),
             printable(f"{state.name}@{state.version}"),
-            state.status.value,
+            state.status.value + _resolved(state),
             _progress(state),
             local_time(state.records[-1].at, "%m-%d %H:%M:%S"),
         ]
@@ -253,6 +253,11 @@ def _plain_table(states: list[SagaState]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def _resolved(state: SagaState) -> str:
+    """The mark of a saga an operator finished by hand, apart from one that ended by itself."""
+    return ", resolved" if state.resolution is not None else ""
 
 
 def _progress(state: SagaState) -> str:
