@@ -237,6 +237,19 @@ def test_worker_once_finishes_an_instance_a_crash_left_running(app_dir: Path, db
     assert [s["status"] for s in state["steps"]] == ["succeeded", "succeeded"]
 
 
+def test_the_worker_logs_json_lines_with_the_saga_s_fields(app_dir: Path, db: str) -> None:
+    asyncio.run(leave_running(db, "logged"))
+    args = ["worker", "--app", "resumable_app:saga", "--db", db, "--once", "--log-format", "json"]
+    done = run(args, cwd=app_dir)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    completed = [line for line in lines if line["message"] == "saga logged completed"]
+    assert len(completed) == 1
+    assert completed[0]["level"] == "info" and completed[0]["logger"] == "sagakit.orchestration"
+    assert completed[0]["saga_id"] == "logged" and completed[0]["saga_name"] == "resumable"
+    assert completed[0]["saga_version"] == 1
+
+
 def test_worker_once_with_nothing_to_do(app_dir: Path, db: str) -> None:
     done = run(["worker", "--app", "resumable_app:saga", "--db", db, "--once"], cwd=app_dir)
 

@@ -28,6 +28,7 @@ from rich.text import Text
 from sagakit._signals import stop_on_signals
 from sagakit._timeline import local_time, printable, render_timeline, status_text
 from sagakit._urls import redact
+from sagakit.cli._logs import LogFormat, logging_to_stderr
 from sagakit.errors import AppReferenceError, SagakitError, UnknownSagaError
 from sagakit.log import SagaState, SagaStatus, StepStatus
 from sagakit.orchestration import (
@@ -128,6 +129,13 @@ def _status(value: str | None) -> SagaStatus | None:
 
 
 # --------------------------------------------------------------------------- demo
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
 
 
 class Flavor(StrEnum):
@@ -307,6 +315,13 @@ def worker(
     poll: Annotated[
         float, typer.Option("--poll", min=0.01, max=3600, help="Seconds between claims.")
     ] = 1.0,
+    log_level: Annotated[
+        LogLevel, typer.Option("--log-level", case_sensitive=False, help="Least severe logged.")
+    ] = LogLevel.INFO,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option("--log-format", case_sensitive=False, help="stderr lines: text or json."),
+    ] = LogFormat.TEXT,
 ) -> None:
     """Claim due saga instances and drive them; run many, on many machines, per database."""
     if os.getcwd() not in sys.path:  # like `python -m`: the user's modules are importable
@@ -315,7 +330,8 @@ def worker(
         sagas = load_sagas(app_ref)
     except AppReferenceError as error:
         _fail(str(error), 2)
-    raise typer.Exit(_run(_work(db, sagas, once, concurrency, lease, poll)))
+    with logging_to_stderr(log_level.value, log_format):
+        raise typer.Exit(_run(_work(db, sagas, once, concurrency, lease, poll)))
 
 
 async def _work(

@@ -15,6 +15,7 @@ time stored, so that no worker is held and a restart neither forgets nor repeats
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,8 +32,10 @@ from sagakit.log._codec import ENCODE_ERRORS, decode, encode
 from sagakit.log._fast import RecordTypes, SagaStatuses, StepKinds, StepStatuses
 from sagakit.orchestration._context import CompensationContext, StepContext, WaitForMessage
 from sagakit.orchestration._definition import Step
-from sagakit.orchestration._plan import CANCEL, Plan, passed_pivot
+from sagakit.orchestration._plan import CANCEL, Plan, idempotency_key, passed_pivot
 from sagakit.store import Store
+
+logger = logging.getLogger("sagakit.orchestration")
 
 _START = RecordTypes.STEP_STARTED
 _COMP_START = RecordTypes.COMPENSATION_STARTED
@@ -179,6 +182,7 @@ class Driver:
         retry_at = _retry_at(step.retry_policy, policy_attempt, outcome)
         failed = encode({"error": outcome.error, "retry_at": retry_at})
         self.journal.add(RecordTypes.STEP_FAILED, step.name, attempt, failed)
+        self._log_failure("step", step.name, attempt, "action", outcome.error, retry_at)
         if retry_at is not None:
             return
         reason = f"step {step.name!r} failed: {outcome.error['message']}"
@@ -238,6 +242,9 @@ class Driver:
         retry_at = _retry_at(step.compensation_retry, policy_attempt, outcome)
         failed = encode({"error": outcome.error, "retry_at": retry_at})
         self.journal.add(RecordTypes.COMPENSATION_FAILED, step.name, attempt, failed)
+        self._log_failure(
+            "compensation", step.name, attempt, "compensation", outcome.error, retry_at
+        )
 
     def _next_to_compensate(self) -> StepState | None:
         """The next step to undo: last completed first, a partly done failed step before all."""
@@ -293,10 +300,40 @@ class Driver:
 
     def _begin_compensation(self, reason: str) -> None:
         self.journal.add(RecordTypes.SAGA_COMPENSATING, None, 0, encode({"reason": reason}))
+        logger.warning("saga %s compensates: %s", self.state.id, reason, extra=self.facts())
 
     def _needs_attention(self, reason: str, failed: list[str]) -> None:
         data = encode({"reason": reason, "failed": failed})
         self.journal.add(RecordTypes.SAGA_NEEDS_ATTENTION, None, 0, data)
+        logger.error("saga %s needs attention: %s", self.state.id, reason, extra=self.facts())
+
+    def facts(self, step: str | None = None, attempt: int = 0, role: str = "") -> dict[str, Any]:
+        """The fields every log record of this saga carries (``extra=``), for log search."""
+        state = self.state
+        facts: dict[str, Any] = {
+            "saga_id": state.id,
+            "saga_name": state.name,
+            "saga_version": state.version,
+        }
+        if step is not None:
+            facts.update(step=step, attempt=attempt, key=idempotency_key(state.id, step, role))
+        return facts
+
+    def _log_failure(
+        self,
+        what: str,
+        step: str,
+        attempt: int,
+        role: str,
+        error: dict[str, str],
+        retry_at: float | None,
+    ) -> None:
+        then = "for good" if retry_at is None else f"retry in {retry_at - time.time():.2f}s"
+        logger.warning(
+            "saga %s: %s %r attempt %d failed (%s): %s: %s",
+            *(self.state.id, what, step, attempt, then, error["type"], error["message"]),
+            extra=self.facts(step, attempt, role),
+        )
 
     def _timeout(
         self, step: Step, step_state: StepState, before_pivot: bool, recovered: bool

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -25,12 +26,14 @@ from sagakit.errors import (
 )
 from sagakit.log import Attention, Journal, Results, SagaState, SagaStatus
 from sagakit.log._codec import encode
-from sagakit.log._fast import RecordTypes
+from sagakit.log._fast import RecordTypes, SagaStatuses
 from sagakit.log._records import TERMINAL
 from sagakit.orchestration._definition import Saga
 from sagakit.orchestration._driver import Driver
 from sagakit.orchestration._plan import Plan, new_saga_id
 from sagakit.store import Store, StoredSaga
+
+logger = logging.getLogger("sagakit.orchestration")
 
 DEFAULT_LEASE = 30.0
 """Seconds an engine holds an instance without renewing; renewed every third of it."""
@@ -288,7 +291,11 @@ class Engine:
     async def _drive(self, driver: Driver) -> SagaResult:
         self._drivers[driver.state.id] = driver
         due_at = await driver.drive()
-        return SagaResult.of(driver.state, due_at)
+        state = driver.state
+        ended = state.status is SagaStatuses.COMPLETED or state.status is SagaStatuses.COMPENSATED
+        if ended and logger.isEnabledFor(logging.INFO):  # the hot path builds no fields
+            logger.info("saga %s %s", state.id, state.status.value, extra=driver.facts())
+        return SagaResult.of(state, due_at)
 
     async def _existing(self, saga_id: str) -> SagaResult:
         stored = await self.store.load(saga_id)
@@ -308,6 +315,11 @@ class Engine:
             attention: Attention = {"reason": reason, "failed": []}
             journal.add(RecordTypes.SAGA_NEEDS_ATTENTION, data=encode(attention))
             await self.store.append(saga_id, journal.take(), state.status)
+            logger.error(
+                "saga %s needs attention: %s",
+                *(saga_id, reason),
+                extra={"saga_id": saga_id, "saga_name": state.name, "saga_version": state.version},
+            )
             return SagaResult.of(state)
         driver = Driver(self.store, plan, journal, self.hand_back)
         driver.check_inbox = stored.last_message > state.last_message  # woken by a message?

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,6 +19,8 @@ from sagakit.errors import InvalidArgumentError
 from sagakit.orchestration._definition import Saga
 from sagakit.orchestration._engine import DEFAULT_LEASE, DriveReport, Engine
 from sagakit.store import ANY_INSTANCE, Store, StoredSaga, Watch
+
+logger = logging.getLogger("sagakit.orchestration")
 
 Report = Callable[[DriveReport], None]
 
@@ -85,6 +88,13 @@ class Worker:
         try:
             result = await self.engine.drive_claimed(claimed)
         except Exception as error:  # one saga's trouble must not stop the worker
+            instance = claimed.instance
+            logger.exception(
+                "saga %s: the drive failed, its lease is handed back",
+                instance.id,
+                extra={"saga_id": instance.id, "saga_name": instance.name,
+                       "saga_version": instance.version},
+            )  # fmt: skip
             self.report(DriveReport(claimed.instance.id, error=error))
         else:
             self.report(DriveReport(claimed.instance.id, result=result))

@@ -1,0 +1,45 @@
+"""The engine logs what an operator must hear of, with the saga's facts as fields."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from sagakit import Engine, MemoryStore, Saga, SagaStatus, StepContext, idempotency_key
+
+
+def failing_saga() -> Saga:
+    saga = Saga("order", 1)
+
+    async def charge(ctx: StepContext) -> str:
+        return "p-1"
+
+    async def ship(ctx: StepContext) -> None:
+        raise RuntimeError("courier refused")
+
+    async def undo(ctx: object) -> None:
+        return None
+
+    return saga.add(charge, compensate=undo).add(ship, compensate=undo)
+
+
+async def test_a_compensated_saga_leaves_structured_records(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="sagakit")
+    saga = failing_saga()
+    result = await Engine(MemoryStore(), [saga]).run(saga, {}, saga_id="o-1")
+    assert result.status is SagaStatus.COMPENSATED
+
+    ours = [r for r in caplog.records if r.name == "sagakit.orchestration"]
+    failed = next(r for r in ours if "attempt 1 failed" in r.getMessage())
+    assert failed.levelno == logging.WARNING
+    fields = vars(failed)
+    assert (fields["saga_id"], fields["saga_name"], fields["saga_version"]) == ("o-1", "order", 1)
+    assert (fields["step"], fields["attempt"]) == ("ship", 1)
+    assert fields["key"] == idempotency_key("o-1", "ship")
+    assert "RuntimeError" in failed.getMessage() and "courier refused" in failed.getMessage()
+    assert any(r.getMessage().startswith("saga o-1 compensates") for r in ours)
+    done = [r for r in ours if r.getMessage() == "saga o-1 compensated"]
+    assert len(done) == 1 and done[0].levelno == logging.INFO
