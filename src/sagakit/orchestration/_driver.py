@@ -32,7 +32,7 @@ from sagakit.log._codec import ENCODE_ERRORS, decode, encode
 from sagakit.log._fast import RecordTypes, SagaStatuses, StepKinds, StepStatuses
 from sagakit.orchestration._context import CompensationContext, StepContext, WaitForMessage
 from sagakit.orchestration._definition import Step
-from sagakit.orchestration._plan import CANCEL, Plan, idempotency_key, passed_pivot
+from sagakit.orchestration._plan import CANCEL, Plan, log_fields, passed_pivot
 from sagakit.store import Store
 
 logger = logging.getLogger("sagakit.orchestration")
@@ -310,14 +310,7 @@ class Driver:
     def facts(self, step: str | None = None, attempt: int = 0, role: str = "") -> dict[str, Any]:
         """The fields every log record of this saga carries (``extra=``), for log search."""
         state = self.state
-        facts: dict[str, Any] = {
-            "saga_id": state.id,
-            "saga_name": state.name,
-            "saga_version": state.version,
-        }
-        if step is not None:
-            facts.update(step=step, attempt=attempt, key=idempotency_key(state.id, step, role))
-        return facts
+        return log_fields(state.id, state.name, state.version, step, attempt, role)
 
     def _log_failure(
         self,

@@ -30,7 +30,7 @@ from sagakit.log._fast import RecordTypes, SagaStatuses
 from sagakit.log._records import TERMINAL
 from sagakit.orchestration._definition import Saga
 from sagakit.orchestration._driver import Driver
-from sagakit.orchestration._plan import Plan, new_saga_id
+from sagakit.orchestration._plan import Plan, log_fields, new_saga_id
 from sagakit.store import Store, StoredSaga
 
 logger = logging.getLogger("sagakit.orchestration")
@@ -318,7 +318,7 @@ class Engine:
             logger.error(
                 "saga %s needs attention: %s",
                 *(saga_id, reason),
-                extra={"saga_id": saga_id, "saga_name": state.name, "saga_version": state.version},
+                extra=log_fields(saga_id, state.name, state.version),
             )
             return SagaResult.of(state)
         driver = Driver(self.store, plan, journal, self.hand_back)

@@ -69,6 +69,17 @@ def new_saga_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
+def log_fields(
+    saga_id: str, name: str, version: int, step: str | None = None, attempt: int = 0, role: str = ""
+) -> dict[str, Any]:
+    """The ``extra=`` fields of a log record about a saga (and one call of a step), so logs
+    can be searched by saga, step and idempotency key."""
+    fields: dict[str, Any] = {"saga_id": saga_id, "saga_name": name, "saga_version": version}
+    if step is not None:
+        fields.update(step=step, attempt=attempt, key=idempotency_key(saga_id, step, role))
+    return fields
+
+
 def idempotency_key(saga_id: str, step: str, role: str = "action") -> str:
     """The key handed to every call of ``step``'s action or compensation in this instance.
 

@@ -18,6 +18,7 @@ from typing import Any
 from sagakit.errors import InvalidArgumentError
 from sagakit.orchestration._definition import Saga
 from sagakit.orchestration._engine import DEFAULT_LEASE, DriveReport, Engine
+from sagakit.orchestration._plan import log_fields
 from sagakit.store import ANY_INSTANCE, Store, StoredSaga, Watch
 
 logger = logging.getLogger("sagakit.orchestration")
@@ -92,10 +93,9 @@ class Worker:
             logger.exception(
                 "saga %s: the drive failed, its lease is handed back",
                 instance.id,
-                extra={"saga_id": instance.id, "saga_name": instance.name,
-                       "saga_version": instance.version},
-            )  # fmt: skip
-            self.report(DriveReport(claimed.instance.id, error=error))
+                extra=log_fields(instance.id, instance.name, instance.version),
+            )
+            self.report(DriveReport(instance.id, error=error))
         else:
             self.report(DriveReport(claimed.instance.id, result=result))
 
