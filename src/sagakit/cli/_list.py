@@ -1,4 +1,4 @@
-"""``sagakit list`` and ``sagakit show``: what an operator reads."""
+"""``sagakit list``: find saga instances."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from sagakit._timeline import local_time, printable, render_timeline, status_text
+from sagakit._timeline import local_time, printable, status_text
 from sagakit.cli._common import (
     DEFAULT_DB,
     AsJson,
@@ -21,10 +21,7 @@ from sagakit.cli._common import (
     parse_status,
     run,
 )
-from sagakit.errors import UnknownSagaError
 from sagakit.log import SagaState, SagaStatus, StepStatus
-
-# --------------------------------------------------------------------------- list / show
 
 
 async def _states(url: str, status: SagaStatus | None, limit: int) -> list[SagaState]:
@@ -35,14 +32,6 @@ async def _states(url: str, status: SagaStatus | None, limit: int) -> list[SagaS
             if stored is not None:
                 states.append(SagaState.from_records(instance.id, stored.records))
         return states
-
-
-async def _state(url: str, saga_id: str) -> SagaState:
-    async with opened(url, create=False) as store:
-        stored = await store.load(saga_id)
-        if stored is None:
-            raise UnknownSagaError(saga_id)
-        return SagaState.from_records(saga_id, stored.records)
 
 
 @app.command("list")
@@ -118,17 +107,3 @@ def _progress(state: SagaState) -> str:
     undone = sum(s.status is StepStatus.COMPENSATED for s in state.steps)
     text = f"{done}/{len(state.steps)}"
     return text + (f", {undone} undone" if undone else "")
-
-
-@app.command()
-def show(
-    saga_id: Annotated[str, typer.Argument(metavar="ID", help="The saga instance's id.")],
-    db: Db = DEFAULT_DB,
-    as_json: AsJson = False,
-) -> None:
-    """Show one saga instance: its steps and the timeline of its log."""
-    state = run(_state(db, saga_id))
-    if as_json:
-        echo_json(state.as_dict())
-    else:
-        Console().print(render_timeline(state))
