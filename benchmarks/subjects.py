@@ -20,6 +20,7 @@ from benchmarks.order import (
     build_order_saga,
 )
 from sagakit import Engine, MemoryStore, RecordType, SagaStatus, Store
+from sagakit.store import InstanceFilter
 
 
 class Subject(Protocol):
@@ -79,7 +80,7 @@ class OnEngine:
 async def whole_logs(store: Store) -> int:
     """Completed instances whose log has every record, ending in ``saga_completed``."""
     count = 0
-    for instance in await store.instances(SagaStatus.COMPLETED):
+    for instance in await store.instances(InstanceFilter(statuses={SagaStatus.COMPLETED})):
         stored = await store.load(instance.id)
         if stored is None:
             continue

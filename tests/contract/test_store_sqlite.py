@@ -12,7 +12,7 @@ import pytest
 
 from sagakit import SagaStatus, SchemaVersionError, StoreError, UnsupportedDatabaseError, open_store
 from sagakit.log import RecordType
-from sagakit.store import Store
+from sagakit.store import InstanceFilter, Store
 from sagakit.store import sqlite as sqlite_store
 from sagakit.store.sqlite import SCHEMA_VERSION, SqliteStore
 from sagakit.testing import SchedulingContract, StoreContract, instance, started, step_record
@@ -126,7 +126,7 @@ async def test_status_column_matches_the_log(tmp_path: Path) -> None:
     store = await open_store(f"sqlite:///{tmp_path}/log.db")
     await store.create(instance("a"), [started()])
     await store.append("a", [step_record(1)], SagaStatus.COMPENSATING)
-    rows = await store.instances(SagaStatus.COMPENSATING)
+    rows = await store.instances(InstanceFilter(statuses={SagaStatus.COMPENSATING}))
     await store.close()
     assert [r.id for r in rows] == ["a"]
 

@@ -27,6 +27,7 @@ from sagakit import (
     idempotency_key,
 )
 from sagakit.log import Record, RecordType
+from sagakit.store import InstanceFilter
 
 
 def three_steps(rec: Recorder, name: str = "order", version: int = 1) -> Saga:
@@ -256,7 +257,7 @@ async def test_unregistered_definition_needs_attention_and_others_still_resume()
     state = await engine.status("old")
     assert state.status is SagaStatus.NEEDS_ATTENTION
     assert state.records[-1].type is RecordType.SAGA_NEEDS_ATTENTION
-    flagged = await store.instances(status=SagaStatus.NEEDS_ATTENTION)
+    flagged = await store.instances(InstanceFilter(statuses={SagaStatus.NEEDS_ATTENTION}))
     assert [(i.id, i.name, i.version) for i in flagged] == [("old", "legacy", 1)]
     assert await store.unfinished() == []
 

@@ -18,6 +18,7 @@ from sagakit import (
     UnknownSagaError,
 )
 from sagakit.log import Instance, Record, RecordType
+from sagakit.store import InstanceFilter
 
 
 def saga_of(rec: Recorder, name: str = "s", fail: str | None = None) -> Saga:
@@ -179,13 +180,22 @@ async def test_instances_reflect_final_statuses() -> None:
 
     assert ids(await store.instances()) == ["ok-2", "stuck", "undone", "ok-1"]
     assert ids(await store.instances(limit=2)) == ["ok-2", "stuck"]
-    assert ids(await store.instances(status=SagaStatus.COMPLETED)) == ["ok-2", "ok-1"]
-    assert ids(await store.instances(status=SagaStatus.COMPLETED, limit=1)) == ["ok-2"]
-    assert ids(await store.instances(status=SagaStatus.COMPENSATED)) == ["undone"]
-    assert ids(await store.instances(status=SagaStatus.NEEDS_ATTENTION)) == ["stuck"]
-    assert await store.instances(status=SagaStatus.RUNNING) == []
+    assert ids(await store.instances(InstanceFilter(statuses={SagaStatus.COMPLETED}))) == [
+        "ok-2",
+        "ok-1",
+    ]
+    assert ids(await store.instances(InstanceFilter(statuses={SagaStatus.COMPLETED}), limit=1)) == [
+        "ok-2"
+    ]
+    assert ids(await store.instances(InstanceFilter(statuses={SagaStatus.COMPENSATED}))) == [
+        "undone"
+    ]
+    assert ids(await store.instances(InstanceFilter(statuses={SagaStatus.NEEDS_ATTENTION}))) == [
+        "stuck"
+    ]
+    assert await store.instances(InstanceFilter(statuses={SagaStatus.RUNNING})) == []
     assert await store.unfinished() == []
-    undone = (await store.instances(status=SagaStatus.COMPENSATED))[0]
+    undone = (await store.instances(InstanceFilter(statuses={SagaStatus.COMPENSATED})))[0]
     assert (undone.name, undone.version) == ("failing", 1)
     assert undone.created_at <= undone.updated_at
     stored = await store.load("undone")

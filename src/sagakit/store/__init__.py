@@ -8,12 +8,18 @@ from typing import Protocol
 from sagakit._urls import Backend, SchemeTable, lazy
 from sagakit.errors import StoreError, UnsupportedDatabaseError
 from sagakit.store._base import ANY_INSTANCE, Store, StoredSaga, StoreWrapper, Watch
+from sagakit.store._filter import ALL, Count, FieldEquals, InstanceFilter, Position
 from sagakit.store.memory import MemoryStore
 
 __all__ = [
+    "ALL",
     "ANY_INSTANCE",
     "SCHEMES",
+    "Count",
+    "FieldEquals",
+    "InstanceFilter",
     "MemoryStore",
+    "Position",
     "Store",
     "StoreWrapper",
     "StoredSaga",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sagakit.log import Instance, Message, Record, SagaStatus
+from sagakit.store._filter import ALL, Count, InstanceFilter, Position
 
 ANY_INSTANCE = "*"
 """Watch this id with ``watch`` to hear of new work: a store wakes its watchers when an
@@ -71,9 +72,15 @@ class Store(Protocol):
         ...
 
     async def instances(
-        self, status: SagaStatus | None = None, limit: int | None = None
+        self, rows: InstanceFilter = ALL, *, after: Position | None = None, limit: int | None = None
     ) -> list[Instance]:
-        """Instances, newest first, optionally only those with ``status``."""
+        """Instances that pass ``rows``, newest first (by ``created_at``, then ``id``), from
+        just before ``after`` on: the pages of a listing, at most ``limit`` at a time."""
+        ...
+
+    async def counts(self, rows: InstanceFilter = ALL) -> list[Count]:
+        """How many instances that pass ``rows`` each saga name has in each status,
+        ordered by name and status; pairs with none are left out."""
         ...
 
     async def unfinished(self) -> list[Instance]:
@@ -152,9 +159,12 @@ class StoreWrapper:
         return await self.inner.load(saga_id)
 
     async def instances(
-        self, status: SagaStatus | None = None, limit: int | None = None
+        self, rows: InstanceFilter = ALL, *, after: Position | None = None, limit: int | None = None
     ) -> list[Instance]:
-        return await self.inner.instances(status, limit)
+        return await self.inner.instances(rows, after=after, limit=limit)
+
+    async def counts(self, rows: InstanceFilter = ALL) -> list[Count]:
+        return await self.inner.counts(rows)
 
     async def unfinished(self) -> list[Instance]:
         return await self.inner.unfinished()

@@ -10,11 +10,12 @@ the commit itself stay in each dialect's module (``sqlite.py``, ``postgres.py``)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
-from typing import Any, TypeAlias
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol, TypeAlias
 
 from sagakit.errors import SchemaVersionError
 from sagakit.log import Instance, Record, RecordType, SagaStatus
+from sagakit.store._filter import InstanceFilter, Position
 
 Migrations: TypeAlias = tuple[tuple[str, ...], ...]
 """A dialect's schema history: migration ``n`` (from 1) is the statements at ``n - 1``, and the
@@ -71,3 +72,69 @@ def settle(batch: Sequence[Queued], outcomes: Sequence[Settled]) -> None:
             done.set_result(value)
         else:
             done.set_exception(value)
+
+
+class Dialect(Protocol):
+    """How a database spells what :func:`where` builds: placeholders and JSON fields."""
+
+    def mark(self, n: int) -> str:
+        """The ``n``-th parameter's placeholder (from 1)."""
+        ...
+
+    def field_text(self, data: str, path: str) -> str:
+        """SQL for the text of the field at ``path`` (a placeholder) of the JSON column
+        ``data``, as :func:`sagakit.store._filter.field_text` renders it."""
+        ...
+
+    def path(self, keys: tuple[str, ...]) -> object:
+        """The parameter value of a field path."""
+        ...
+
+
+def where(
+    rows: InstanceFilter, after: Position | None, dialect: Dialect
+) -> tuple[str, list[object]]:
+    """The ``WHERE`` clause (empty when nothing is asked) over ``sagas`` and its parameters."""
+    params: list[object] = []
+
+    def bind(value: object) -> str:
+        params.append(value)
+        return dialect.mark(len(params))
+
+    def among(column: str, values: Iterable[object]) -> str:
+        return f"{column} IN ({', '.join(bind(v) for v in values)})"
+
+    conditions = []
+    if rows.statuses:
+        conditions.append(among("status", sorted(s.value for s in rows.statuses)))
+    if rows.names:
+        conditions.append(among("name", sorted(rows.names)))
+    if rows.versions:
+        conditions.append(among("version", sorted(rows.versions)))
+    for column, operator, bound in (
+        ("created_at", ">", rows.created_after),
+        ("created_at", "<", rows.created_before),
+        ("updated_at", ">", rows.updated_after),
+        ("updated_at", "<", rows.updated_before),
+        ("due_at", "<=", rows.due_before),
+    ):
+        if bound is not None:
+            conditions.append(f"{column} {operator} {bind(bound)}")
+    if rows.lease_owner is not None:
+        conditions.append(f"lease_owner = {bind(rows.lease_owner)}")
+    for field in rows.fields:
+        text = dialect.field_text("l.data", bind(dialect.path(field.log_path)))
+        if field.step is None:
+            record = "l.seq = 0"
+        else:
+            record = f"l.type = 'step_succeeded' AND l.step = {bind(field.step)}"
+        conditions.append(
+            "EXISTS (SELECT 1 FROM saga_log AS l WHERE l.saga_id = sagas.id"
+            f" AND {record} AND {text} = {bind(field.text)})"
+        )
+    if after is not None:
+        conditions.append(f"(created_at, id) < ({bind(after[0])}, {bind(after[1])})")
+    return ("WHERE " + " AND ".join(conditions) if conditions else ""), params
+
+
+NEWEST_FIRST = "ORDER BY created_at DESC, id DESC"

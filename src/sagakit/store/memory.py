@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL, UNFINISHED
 from sagakit.store._base import ANY_INSTANCE, StoredSaga, Watch
+from sagakit.store._filter import ALL, Count, InstanceFilter, Position, fields_match
 from sagakit.store._watchers import Watchers
 
 __all__ = ["MemoryStore"]
@@ -99,11 +101,22 @@ class MemoryStore:
         return None if row is None else self._stored(saga_id, row)
 
     async def instances(
-        self, status: SagaStatus | None = None, limit: int | None = None
+        self, rows: InstanceFilter = ALL, *, after: Position | None = None, limit: int | None = None
     ) -> list[Instance]:
-        current = [row.current() for row in reversed(self._rows.values())]
-        found = [i for i in current if status is None or i.status is status]
+        found = sorted(self._passing(rows), key=_position, reverse=True)
+        if after is not None:
+            found = [i for i in found if (i.created_at, i.id) < after]
         return found if limit is None else found[:limit]
+
+    async def counts(self, rows: InstanceFilter = ALL) -> list[Count]:
+        tally = collections.Counter((i.name, i.status) for i in self._passing(rows))
+        return [Count(name, status, n) for (name, status), n in sorted(tally.items())]
+
+    def _passing(self, rows: InstanceFilter) -> Iterator[Instance]:
+        for saga_id, row in self._rows.items():
+            instance = row.current()
+            if rows.admits(instance) and fields_match(rows.fields, self._logs[saga_id]):
+                yield instance
 
     async def unfinished(self) -> list[Instance]:
         return [r.current() for r in self._rows.values() if r.status in UNFINISHED]
@@ -182,3 +195,7 @@ class MemoryStore:
         row.lease_owner = owner
         row.lease_expires = until
         row.due_at = None
+
+
+def _position(instance: Instance) -> Position:
+    return (instance.created_at, instance.id)

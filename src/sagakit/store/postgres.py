@@ -40,6 +40,7 @@ from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL
 from sagakit.store import _sql
 from sagakit.store._base import ANY_INSTANCE, StoredSaga, Watch
+from sagakit.store._filter import ALL, Count, InstanceFilter, Position
 from sagakit.store._watchers import Watchers
 
 __all__ = ["MAX_BATCH", "SCHEMA_VERSION", "PostgresStore", "migrate"]
@@ -61,6 +62,26 @@ few hundred writes it is faster to let another flusher commit the rest side by s
 
 _UNFINISHED = "('pending', 'running', 'compensating')"
 _NOW = "extract(epoch FROM now())::float8"
+
+
+class _Postgres:
+    """PostgreSQL's spelling of a filter: ``$n`` placeholders, ``jsonb`` paths."""
+
+    def mark(self, n: int) -> str:
+        return f"${n}"
+
+    def field_text(self, data: str, path: str) -> str:
+        value = f"({data}::jsonb #> {path}::text[])"
+        return (
+            f"CASE jsonb_typeof({value}) WHEN 'string' THEN {value} #>> '{{}}'"
+            f" WHEN 'number' THEN {value}::text WHEN 'boolean' THEN {value}::text END"
+        )
+
+    def path(self, keys: tuple[str, ...]) -> object:
+        return list(keys)
+
+
+_DIALECT = _Postgres()
 
 MIGRATIONS: _sql.Migrations = (
     (
@@ -420,14 +441,21 @@ class PostgresStore:
         return found[0] if found else None
 
     async def instances(
-        self, status: SagaStatus | None = None, limit: int | None = None
+        self, rows: InstanceFilter = ALL, *, after: Position | None = None, limit: int | None = None
     ) -> list[Instance]:
-        where = "WHERE status = $2" if status else ""
-        sql = f"SELECT {_ROW} FROM sagas {where} ORDER BY created_at DESC, id DESC LIMIT $1"
-        args: list[object] = [limit] + ([status.value] if status else [])
+        where, params = _sql.where(rows, after, _DIALECT)
+        cap = "" if limit is None else f"LIMIT {limit:d}"
+        sql = f"SELECT {_ROW} FROM sagas {where} {_sql.NEWEST_FIRST} {cap}"
         with self._settings.translated():
-            rows = await self._pool.fetch(sql, *args)
-        return [_sql.instance_of(tuple(row)) for row in rows]
+            found = await self._pool.fetch(sql, *params)
+        return [_sql.instance_of(tuple(row)) for row in found]
+
+    async def counts(self, rows: InstanceFilter = ALL) -> list[Count]:
+        where, params = _sql.where(rows, None, _DIALECT)
+        sql = f"SELECT name, status, count(*) FROM sagas {where} GROUP BY name, status"
+        with self._settings.translated():
+            found = await self._pool.fetch(sql, *params)
+        return sorted(Count(row[0], SagaStatus(row[1]), row[2]) for row in found)
 
     async def unfinished(self) -> list[Instance]:
         sql = f"SELECT {_ROW} FROM sagas WHERE status IN {_UNFINISHED} ORDER BY created_at, id"

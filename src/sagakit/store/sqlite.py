@@ -33,6 +33,7 @@ from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL, UNFINISHED
 from sagakit.store import _sql
 from sagakit.store._base import ANY_INSTANCE, StoredSaga, Watch
+from sagakit.store._filter import ALL, Count, InstanceFilter, Position
 from sagakit.store._watchers import Watchers
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
@@ -96,6 +97,27 @@ _UPDATE_SAGA = """UPDATE sagas SET status = ?1, updated_at = ?2,
     lease_expires = CASE WHEN ?3 THEN NULL ELSE lease_expires END
     WHERE id = ?4"""
 _UNFINISHED = tuple(s.value for s in UNFINISHED)
+
+
+class _Sqlite:
+    """SQLite's spelling of a filter: numbered ``?n`` placeholders, JSON1 paths."""
+
+    def mark(self, n: int) -> str:
+        return f"?{n}"
+
+    def field_text(self, data: str, path: str) -> str:
+        return (
+            f"CASE json_type({data}, {path}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'"
+            f" WHEN 'text' THEN json_extract({data}, {path})"
+            f" WHEN 'integer' THEN {data} -> {path} WHEN 'real' THEN {data} -> {path}"
+            " END"
+        )
+
+    def path(self, keys: tuple[str, ...]) -> object:
+        return "$" + "".join(f'."{key}"' for key in keys)
+
+
+_DIALECT = _Sqlite()
 _FREE = "(lease_owner IS NULL OR lease_owner = :owner OR lease_expires <= :now)"
 _DUE = "((due_at IS NOT NULL AND due_at <= :now) OR lease_expires <= :now)"
 _CLAIMABLE = f"status IN {_UNFINISHED!r} AND {_FREE}"
@@ -201,13 +223,18 @@ class SqliteStore:
         return self._guarded(lambda conn: _load(conn, saga_id))
 
     async def instances(
-        self, status: SagaStatus | None = None, limit: int | None = None
+        self, rows: InstanceFilter = ALL, *, after: Position | None = None, limit: int | None = None
     ) -> list[Instance]:
-        where = "WHERE status = ?" if status else ""
-        params: list[object] = [status.value] if status else []
-        sql = f"SELECT * FROM sagas {where} ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        params.append(-1 if limit is None else limit)
+        where, params = _sql.where(rows, after, _DIALECT)
+        cap = -1 if limit is None else limit
+        sql = f"SELECT * FROM sagas {where} {_sql.NEWEST_FIRST} LIMIT {cap:d}"
         return self._guarded(lambda conn: [_sql.instance_of(r) for r in conn.execute(sql, params)])
+
+    async def counts(self, rows: InstanceFilter = ALL) -> list[Count]:
+        where, params = _sql.where(rows, None, _DIALECT)
+        sql = f"SELECT name, status, count(*) FROM sagas {where} GROUP BY name, status"
+        found = self._guarded(lambda conn: conn.execute(sql, params).fetchall())
+        return sorted(Count(name, SagaStatus(status), n) for name, status, n in found)
 
     async def unfinished(self) -> list[Instance]:
         marks = ", ".join("?" for _ in UNFINISHED)

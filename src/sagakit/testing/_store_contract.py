@@ -22,8 +22,9 @@ from sagakit._retry import Retry
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import Instance, Record, RecordType, SagaState, SagaStatus
 from sagakit.orchestration import CompensationContext, Engine, Saga, StepContext
-from sagakit.store import Store, StoredSaga
+from sagakit.store import InstanceFilter, Store, StoredSaga
 from sagakit.store._base import ANY_INSTANCE, Watch
+from sagakit.testing._query_contract import QueryContract
 
 
 def instance(saga_id: str, status: SagaStatus = SagaStatus.RUNNING, at: float = 0.0) -> Instance:
@@ -51,8 +52,10 @@ async def woken(watch: Watch) -> None:
     await asyncio.wait_for(watch.wait(3600.0), 10.0)
 
 
-class StoreContract:
-    """Behaviour the engine and the CLI rely on; subclasses supply the ``store`` fixture."""
+class StoreContract(QueryContract):
+    """Behaviour the engine and the CLI rely on; subclasses supply the ``store`` fixture.
+
+    It includes :class:`QueryContract`: every filter, count and page a listing uses."""
 
     async def test_create_then_load_round_trips_every_field(self, store: Store) -> None:
         first = [started(), step_record(1, data='{"ünïcode":"✓","n":[1,2.5,null]}')]
@@ -130,7 +133,7 @@ class StoreContract:
             )
 
         await asyncio.gather(*(one(f"c{i}") for i in range(200)))
-        done = await store.instances(SagaStatus.COMPLETED)
+        done = await store.instances(InstanceFilter(statuses={SagaStatus.COMPLETED}))
         assert len(done) == 200
         loaded = await store.load("c123")
         assert loaded is not None and [r.seq for r in loaded.records] == list(range(7))
@@ -141,7 +144,9 @@ class StoreContract:
         ):
             await store.create(instance(f"i{i}", status, at=1000.0 + i), [started(1000.0 + i)])
         assert [i.id for i in await store.instances()] == ["i2", "i1", "i0"]
-        assert [i.id for i in await store.instances(SagaStatus.COMPLETED)] == ["i2", "i0"]
+        assert [
+            i.id for i in await store.instances(InstanceFilter(statuses={SagaStatus.COMPLETED}))
+        ] == ["i2", "i0"]
         assert [i.id for i in await store.instances(limit=1)] == ["i2"]
 
     async def test_unfinished_is_oldest_first_and_excludes_terminal(self, store: Store) -> None:
