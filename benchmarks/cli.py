@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import pg_report, postgres, report
+from benchmarks import pg_query, pg_report, postgres, report
 from benchmarks.suite import FULL, QUICK, run_suite
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -28,6 +28,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_OUTPUT,
         help="where to write the markdown report (default: docs/benchmarks.md)",
     )
+    parser.add_argument(
+        "--only",
+        choices=["queries"],
+        help="run one section and replace only it in the existing report",
+    )
     return parser.parse_args(argv)
 
 
@@ -37,18 +42,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     A failed check still writes the report, so the broken scenario can be seen in it.
     """
     args = parse(argv)
+    output: Path = args.output
+    if args.only == "queries":
+        return _queries_only(args.quick, output)
     results = asyncio.run(run_suite(QUICK if args.quick else FULL))
     # The PostgreSQL scenarios run their own worker processes, after the in-process suite.
     pg_settings = postgres.QUICK if args.quick else postgres.FULL
     on_postgres = asyncio.run(postgres.run_postgres(pg_settings))
+    queries = asyncio.run(pg_query.run_queries(args.quick))
     report.print_table(results)
     pg_report.print_section(on_postgres)
-    output: Path = args.output
     output.parent.mkdir(parents=True, exist_ok=True)
     text = report.markdown(results) + "\n" + pg_report.markdown(on_postgres)
+    text += "\n" + pg_query.markdown(queries)
     output.write_text(text, encoding="utf-8")
     print(f"report written to {output}")
     if not results.ok or not on_postgres.ok:
         print("FAILED: some sagas did not complete or are missing from the log", file=sys.stderr)
         return 1
+    return 0
+
+
+def _queries_only(quick: bool, output: Path) -> int:
+    """Measure the operator queries and put their section in place of the old one."""
+    section = pg_query.markdown(asyncio.run(pg_query.run_queries(quick)))
+    print(section)
+    old = output.read_text(encoding="utf-8") if output.exists() else ""
+    heading = f"## {pg_query.TITLE}"
+    if heading in old:
+        before, _, rest = old.partition(heading)
+        after = rest[rest.find("\n## ") :] if "\n## " in rest else ""
+        text = before + section + after.lstrip("\n")
+    else:
+        text = old + ("\n" if old else "") + section
+    output.write_text(text, encoding="utf-8")
+    print(f"report written to {output}")
     return 0

@@ -13,6 +13,7 @@ string ``"42"`` alike: a string is itself, a number is its JSON spelling, ``true
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias
@@ -130,6 +131,22 @@ def _has(field: FieldEquals, records: Sequence[Record]) -> bool:
             if value == field.text:
                 return True
     return False
+
+
+def field_values(text: str) -> list[object]:
+    """Every JSON value whose text is ``text``: the string itself, and the number or
+    boolean it spells if it spells one."""
+    values: list[object] = [text]
+    if text in ("true", "false"):
+        values.append(text == "true")
+    else:
+        try:
+            number = json.loads(text)
+        except ValueError:
+            return values
+        if isinstance(number, int | float) and math.isfinite(number):
+            values.append(number)
+    return values
 
 
 def field_at(payload: Any, path: Sequence[str]) -> Any:

@@ -10,12 +10,12 @@ the commit itself stay in each dialect's module (``sqlite.py``, ``postgres.py``)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeAlias
 
 from sagakit.errors import SchemaVersionError
 from sagakit.log import Instance, Record, RecordType, SagaStatus
-from sagakit.store._filter import InstanceFilter, Position
+from sagakit.store._filter import FieldEquals, InstanceFilter, Position
 
 Migrations: TypeAlias = tuple[tuple[str, ...], ...]
 """A dialect's schema history: migration ``n`` (from 1) is the statements at ``n - 1``, and the
@@ -90,6 +90,24 @@ class Dialect(Protocol):
         """The parameter value of a field path."""
         ...
 
+    def field_condition(self, field: FieldEquals, bind: Callable[[object], str]) -> str:
+        """The condition that the instance has ``field`` (most dialects: :func:`has_field`)."""
+        ...
+
+
+def has_field(field: FieldEquals, bind: Callable[[object], str], dialect: Dialect) -> str:
+    """The condition that the record holding ``field`` has it, looked up by the instance's
+    log key: one row read per candidate instance, however many instances there are."""
+    text = dialect.field_text("l.data", bind(dialect.path(field.log_path)))
+    if field.step is None:
+        record = "l.seq = 0"
+    else:
+        record = f"l.type = 'step_succeeded' AND l.step = {bind(field.step)}"
+    return (
+        "EXISTS (SELECT 1 FROM saga_log AS l WHERE l.saga_id = sagas.id"
+        f" AND {record} AND {text} = {bind(field.text)})"
+    )
+
 
 def where(
     rows: InstanceFilter, after: Position | None, dialect: Dialect
@@ -123,15 +141,7 @@ def where(
     if rows.lease_owner is not None:
         conditions.append(f"lease_owner = {bind(rows.lease_owner)}")
     for field in rows.fields:
-        text = dialect.field_text("l.data", bind(dialect.path(field.log_path)))
-        if field.step is None:
-            record = "l.seq = 0"
-        else:
-            record = f"l.type = 'step_succeeded' AND l.step = {bind(field.step)}"
-        conditions.append(
-            "EXISTS (SELECT 1 FROM saga_log AS l WHERE l.saga_id = sagas.id"
-            f" AND {record} AND {text} = {bind(field.text)})"
-        )
+        conditions.append(dialect.field_condition(field, bind))
     if after is not None:
         conditions.append(f"(created_at, id) < ({bind(after[0])}, {bind(after[1])})")
     return ("WHERE " + " AND ".join(conditions) if conditions else ""), params

@@ -24,23 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import suppress
 from typing import Any, NamedTuple, TypeAlias
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from sagakit._urls import redact
-from sagakit.errors import ConcurrentUpdateError, InvalidStoreURLError, StoreError, UnknownSagaError
+from sagakit.errors import ConcurrentUpdateError, StoreError, UnknownSagaError
 from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL
 from sagakit.store import _sql
 from sagakit.store._base import ANY_INSTANCE, StoredSaga, Watch
-from sagakit.store._filter import ALL, Count, InstanceFilter, Position
+from sagakit.store._filter import ALL, Count, FieldEquals, InstanceFilter, Position, field_values
+from sagakit.store._postgres_url import DRIVER_ERRORS, Settings
 from sagakit.store._watchers import Watchers
 
 __all__ = ["MAX_BATCH", "SCHEMA_VERSION", "PostgresStore", "migrate"]
@@ -52,9 +50,6 @@ WORK_CHANNEL = "sagakit_work"
 one alone: on the shared channel every worker process was woken by every status change of
 every saga, thousands a second, only to find nobody waiting for it."""
 
-DEFAULT_POOL = 10
-"""Connections per store unless the URL says ``?pool=N`` (writers and pool; plus one to
-listen, once something waits for a change)."""
 
 MAX_BATCH = 250
 """Writes committed together at most. One statement runs on one server core, so past a
@@ -79,6 +74,29 @@ class _Postgres:
 
     def path(self, keys: tuple[str, ...]) -> object:
         return list(keys)
+
+    def field_condition(self, field: FieldEquals, bind: Callable[[object], str]) -> str:
+        """An input field is first looked up in the ``saga_log_input`` index (containment
+        of each JSON value its text may stand for), then checked exactly."""
+        exact = _sql.has_field(field, bind, self)
+        if field.step is not None:
+            return exact
+        contains = " OR ".join(
+            f"(data::jsonb -> 'input') @> {bind(json.dumps(nested))}::jsonb"
+            for nested in _nested(field.path, field_values(field.text))
+        )
+        # ARRAY(...) runs the index lookup once, then fetches the few rows by key: the
+        # planner cannot estimate containment and otherwise hash-joins the whole table.
+        candidates = f"ARRAY(SELECT saga_id FROM saga_log WHERE seq = 0 AND ({contains}))"
+        return f"sagas.id = ANY({candidates}) AND {exact}"
+
+
+def _nested(path: tuple[str, ...], values: list[object]) -> Iterator[object]:
+    """``{"a": {"b": value}}`` for path ``a.b``, for each value."""
+    for value in values:
+        for key in reversed(path):
+            value = {key: value}
+        yield value
 
 
 _DIALECT = _Postgres()
@@ -155,6 +173,10 @@ MIGRATIONS: _sql.Migrations = (
             END IF;
             RETURN NULL;
         END $$""",
+    ),
+    (  # `list --input order_id=42` through an index instead of every saga_started record
+        "CREATE INDEX saga_log_input ON saga_log"
+        " USING gin ((data::jsonb -> 'input') jsonb_path_ops) WHERE seq = 0",
     ),
 )
 """Forward-only schema migrations; the schema version is how many have been applied."""
@@ -280,74 +302,7 @@ FROM message GROUP BY id, at
 commit in id order and a reader that resumes ``after`` the last id it saw misses none."""
 
 _LOAD = f"{_WITH_LOGS.format(row='sagas')} WHERE s.id = $1 ORDER BY l.seq"
-_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_DRIVER_ERRORS = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,
-    OSError,
-)
-
 _Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """What a ``postgresql://`` URL says, split into the driver's part and sagakit's."""
-
-    dsn: str
-    """The URL for asyncpg: sagakit's own query parameters removed."""
-    schema: str
-    pool: int
-    display: str
-    """The URL with its password replaced, safe to print."""
-    password: str | None
-
-    @classmethod
-    def parse(cls, url: str) -> Settings:
-        """Read ``?schema=NAME`` (default ``public``) and ``?pool=N``; keep the rest."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgresql", "postgres"):
-            raise InvalidStoreURLError(f"not a PostgreSQL URL: {redact(url)!r}")
-        try:
-            parts.port  # noqa: B018  (urlsplit checks the port only when asked for it)
-        except ValueError as error:
-            raise InvalidStoreURLError(f"invalid port in {redact(url)!r}: {error}") from None
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        ours = dict(query)
-        schema = ours.get("schema", "public")
-        if not _SCHEMA_NAME.fullmatch(schema):
-            raise InvalidStoreURLError(f"invalid schema name {schema!r}: use letters, digits and _")
-        pool = ours.get("pool", str(DEFAULT_POOL))
-        if not pool.isdigit() or int(pool) < 1:
-            raise InvalidStoreURLError(f"invalid pool size {pool!r}: use ?pool=N with N >= 1")
-        rest = urlencode([(k, v) for k, v in query if k not in ("schema", "pool")])
-        dsn = urlunsplit(parts._replace(query=rest))
-        return cls(dsn, schema, int(pool), redact(url), parts.password)
-
-    @property
-    def quoted_schema(self) -> str:
-        return f'"{self.schema}"'
-
-    @property
-    def server_settings(self) -> dict[str, str]:
-        """Every connection resolves sagakit's unqualified table names in its schema."""
-        return {"search_path": self.quoted_schema}
-
-    def error(self, error: BaseException) -> StoreError:
-        """A driver error as a :class:`StoreError` that names the database, not its password."""
-        text = str(error) or type(error).__name__
-        if self.password:
-            text = text.replace(self.password, "***")
-        return StoreError(f"PostgreSQL saga log {self.display}: {text}")
-
-    @contextmanager
-    def translated(self) -> Iterator[None]:
-        """Translate driver errors at the store boundary, keeping the original as cause."""
-        try:
-            yield
-        except _DRIVER_ERRORS as error:
-            raise self.error(error) from error
 
 
 class _Create(NamedTuple):
@@ -587,7 +542,7 @@ class PostgresStore:
                 conn.terminate()
             if not isinstance(error, Exception):
                 raise
-            if isinstance(error, _DRIVER_ERRORS):
+            if isinstance(error, DRIVER_ERRORS):
                 failure = self._settings.error(error)
                 failure.__cause__ = error
                 return [(False, failure)] * len(writes)

@@ -33,7 +33,7 @@ from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL, UNFINISHED
 from sagakit.store import _sql
 from sagakit.store._base import ANY_INSTANCE, StoredSaga, Watch
-from sagakit.store._filter import ALL, Count, InstanceFilter, Position
+from sagakit.store._filter import ALL, Count, FieldEquals, InstanceFilter, Position
 from sagakit.store._watchers import Watchers
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
@@ -115,6 +115,9 @@ class _Sqlite:
 
     def path(self, keys: tuple[str, ...]) -> object:
         return "$" + "".join(f'."{key}"' for key in keys)
+
+    def field_condition(self, field: FieldEquals, bind: Callable[[object], str]) -> str:
+        return _sql.has_field(field, bind, self)
 
 
 _DIALECT = _Sqlite()

@@ -118,6 +118,7 @@ class QueryContract:
         assert await matching("customer", "null") == []
         assert await matching("customer.id", '{"nested": 1}') == []
         assert await matching("missing", "42") == []
+        assert await matching("order_id", "NaN") == await matching("order_id", "1e999") == []
         two = [FieldEquals(("order_id",), "42"), FieldEquals(("vip",), "false")]
         assert ids(await store.instances(InstanceFilter(fields=two))) == ["string"]
 
