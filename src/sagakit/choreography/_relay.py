@@ -8,8 +8,10 @@ Rules it keeps, and why:
 - A row is marked sent only after the broker confirmed it. A crash in between publishes it
   again after the restart; consumers' inboxes drop the duplicate.
 - When the broker is down the events simply stay in the outbox: the relay backs off
-  exponentially (bounded, with jitter), logs what it waits for and the broker's URL, and
-  tries again, with one saga's events before the rest; it never spins.
+  exponentially (bounded, with jitter), logs what it waits for and the broker's URL
+  (without its password), and tries again, with one saga's events before the rest; it
+  never spins. Once publishing works again it logs the backlog left, and when it has
+  caught up.
 - A service calls :meth:`Relay.wake` after each commit so an event leaves at once; the
   poll finds rows written by other processes or left by a crash.
 """
@@ -20,13 +22,13 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sagakit._retry import Retry
 from sagakit.bus import Broker
+from sagakit.choreography._logging import event_fields, logger
 from sagakit.choreography._outbox import LocalDatabase, Pending
 from sagakit.errors import InvalidArgumentError
-
-logger = logging.getLogger("sagakit.relay")
 
 RELAY_RETRY = Retry(attempts=None, backoff=0.15, max_backoff=3.75, jitter=1 / 3)
 """Waits between passes while the broker fails, for ever: 0.1-0.2 s doubling to 2.5-5 s."""
@@ -34,11 +36,12 @@ RELAY_RETRY = Retry(attempts=None, backoff=0.15, max_backoff=3.75, jitter=1 / 3)
 
 @dataclass(frozen=True, slots=True)
 class RelayPass:
-    """What one pass over the outbox did."""
+    """What one pass over the outbox did; ``failed`` is the event ``error`` held back."""
 
     read: int
     sent: int
     error: Exception | None = None
+    failed: Pending | None = None
 
 
 class Relay:
@@ -81,26 +84,59 @@ class Relay:
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set, backing off while the broker (or database) fails."""
         failures = 0
+        catching_up = False
         while not stop.is_set():
             self._wakeup.clear()  # a wake during the pass below makes the next one start at once
             outcome = await self.publish_pending()
             if outcome.error is not None:
                 failures += 1
                 delay = self.retry.delay(failures)
-                logger.warning(
-                    "%s: %d event(s) wait in the outbox: %s; next try in %.1fs",
-                    self.name,
-                    outcome.read - outcome.sent,
-                    outcome.error,
-                    delay,
-                )
+                self._log_failure(outcome, failures, delay)
                 await _first_of([stop], delay)  # a wake must not cut a back-off short
                 continue
             if failures:
-                logger.info("%s: publishing again after %d failed pass(es)", self.name, failures)
+                catching_up = await self._log_recovery(failures)
             failures = 0
             if outcome.read < self.batch:
+                if catching_up:
+                    logger.info("%s: caught up with the outbox", self.name, extra=self._fields())
+                    catching_up = False
                 await _first_of([stop, self._wakeup], self.poll)
+
+    def _log_failure(self, outcome: RelayPass, failures: int, delay: float) -> None:
+        """A pass that failed: what waits, why, and when it is tried again (a broker's error
+        names its URL, without the password)."""
+        fields = self._fields(outcome.failed)
+        fields["attempt"] = failures
+        held = ""
+        if outcome.failed is not None:
+            event = outcome.failed.event
+            held = f" ({event.type} {event.id} of saga {event.correlation_id} first)"
+        logger.warning(
+            "%s: %d event(s) wait in the outbox%s: attempt %d failed: %s; next try in %.1fs",
+            *(self.name, outcome.read - outcome.sent, held, failures, outcome.error, delay),
+            extra=fields,
+        )
+
+    async def _log_recovery(self, failures: int) -> bool:
+        """Publishing works again: say so, with the backlog left; True if there is one."""
+        try:
+            backlog = await self.db.backlog()
+        except Exception as error:  # only a log line depends on it
+            backlog, left = -1, f"backlog unknown ({error!r})"
+        else:
+            left = f"{backlog} event(s) left in the outbox"
+        logger.info(
+            "%s: publishing again after %d failed pass(es); %s",
+            *(self.name, failures, left),
+            extra=self._fields(),
+        )
+        return backlog != 0
+
+    def _fields(self, row: Pending | None = None) -> dict[str, Any]:
+        if row is None:
+            return {"service": self.name}
+        return event_fields(row.event, row.stream, self.name)
 
     async def publish_pending(self) -> RelayPass:
         """One pass: publish up to ``batch`` unsent events and mark those the broker took."""
@@ -108,37 +144,53 @@ class Relay:
             pending = await self.db.unsent(self.batch)
         except Exception as error:
             return RelayPass(0, 0, error)
+        debug = logger.isEnabledFor(logging.DEBUG)  # asked once a pass, not once an event
         chains: dict[str, list[Pending]] = {}
         for row in pending:
             chains.setdefault(row.correlation_id, []).append(row)
         queue = list(chains.values())
         outcomes = []
         if self._failing and queue:  # probe with one saga before the crowd hits the broker
-            outcomes.append(await self._publish_chain(queue.pop(0)))
+            outcomes.append(await self._publish_chain(queue.pop(0), debug))
             if outcomes[0][1] is not None:
                 queue = []
-        outcomes += await asyncio.gather(*(self._publish_chain(chain) for chain in queue))
+        outcomes += await asyncio.gather(*(self._publish_chain(chain, debug) for chain in queue))
         sent = [row_id for ids, _ in outcomes for row_id in ids]
-        errors = [error for _, error in outcomes if error is not None]
+        failed = next((failure for _, failure in outcomes if failure is not None), None)
         try:
             await self.db.mark_sent(sent)
         except Exception as error:  # published but not marked: published again later
             return RelayPass(len(pending), 0, error)
         self.published += len(sent)
-        self._failing = bool(errors)
-        return RelayPass(len(pending), len(sent), errors[0] if errors else None)
+        self._failing = failed is not None
+        if failed is None:
+            return RelayPass(len(pending), len(sent))
+        return RelayPass(len(pending), len(sent), failed[1], failed[0])
 
-    async def _publish_chain(self, chain: Iterable[Pending]) -> tuple[list[int], Exception | None]:
-        """Publish one correlation id's events in order, stopping at the first failure."""
+    async def _publish_chain(
+        self, chain: Iterable[Pending], debug: bool = False
+    ) -> tuple[list[int], tuple[Pending, Exception] | None]:
+        """Publish one correlation id's events in order, stopping at the first failure
+        (returned with the row it held back)."""
         sent: list[int] = []
         async with self._slots:
             for row in chain:
                 try:
                     await self.broker.publish(row.stream, row.event)
                 except Exception as error:  # the rest of this chain must wait for it
-                    return sent, error
+                    return sent, (row, error)
                 sent.append(row.id)
+                if debug:
+                    self._log_published(row)
         return sent, None
+
+    def _log_published(self, row: Pending) -> None:
+        event = row.event
+        logger.debug(
+            "%s: published %s %s of saga %s to %s",
+            *(self.name, event.type, event.id, event.correlation_id, row.stream),
+            extra=self._fields(row),
+        )
 
 
 async def _first_of(events: list[asyncio.Event], timeout: float) -> None:

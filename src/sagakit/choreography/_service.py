@@ -37,11 +37,10 @@ from typing import Any, TypeVar
 from sagakit._retry import Retry
 from sagakit.bus import Broker, Delivery, Event, Handler, Subscription
 from sagakit.bus._broker import check_name
+from sagakit.choreography._logging import event_fields, handling_failed, logger
 from sagakit.choreography._outbox import LocalDatabase, OutboxTransaction, SqliteDatabase
 from sagakit.choreography._relay import RELAY_RETRY, Relay
 from sagakit.errors import BrokerConnectionError, ServiceDefinitionError
-
-logger = logging.getLogger("sagakit.service")
 
 EventHandler = Callable[[Event, "Transaction"], Awaitable[None] | None]
 """``async def handler(event, tx)`` or a plain function; it does the service's local work."""
@@ -196,21 +195,55 @@ class Service:
 
     async def handle(self, delivery: Delivery) -> None:
         """Handle one delivery exactly once in effect (the subscriptions call this)."""
-        event = delivery.event
-        handler = self._handlers.get((delivery.stream, event.type))
+        handler = self._handlers.get((delivery.stream, delivery.event.type))
         if handler is None:
             return
+        try:
+            emitted = await self._handle(delivery, handler)
+        except Exception as error:
+            fields = event_fields(delivery.event, delivery.stream, self.name, delivery.attempt)
+            handling_failed(fields, error, delivery.attempt, self.max_attempts)
+            raise
+        if emitted is not None:
+            self.relay.wake()
+        self._handled(delivery, emitted)
+
+    async def _handle(self, delivery: Delivery, handler: EventHandler) -> list[Event] | None:
+        """Run ``handler`` in one local transaction; what it emitted, or None if the inbox
+        says the event was handled before."""
+        event = delivery.event
         async with self.db.transaction() as tx:
             if not await tx.first_delivery(self.name, event.id):
                 self.duplicates += 1
-                return
+                return None
             work = Transaction(self.name, self.stream, tx, event)
             outcome = handler(event, work)
             if inspect.isawaitable(outcome):
                 await outcome
             await work.flush()
         self.handled += 1
-        self.relay.wake()
+        return work.emitted
+
+    def _handled(self, delivery: Delivery, emitted: list[Event] | None) -> None:
+        """Log a handled delivery: at debug as routine, at info if it came again."""
+        level = logging.INFO if emitted is None or delivery.attempt > 1 else logging.DEBUG
+        if not logger.isEnabledFor(level):  # the hot path builds no fields
+            return
+        event = delivery.event
+        fields = event_fields(event, delivery.stream, self.name, delivery.attempt)
+        what = f"{event.type} {event.id} of saga {event.correlation_id}"
+        if emitted is None:
+            logger.info(
+                "%s: %s came again, already handled: acknowledged", self.name, what, extra=fields
+            )
+            return
+        types = ", ".join(e.type for e in emitted) or "nothing"
+        logger.log(
+            level,
+            "%s: handled %s on delivery %d, emitted %s",
+            *(self.name, what, delivery.attempt, types),
+            extra=fields,
+        )
 
     async def run(self, stop: asyncio.Event, *, grace: float = 10.0) -> None:
         """Subscribe and relay until ``stop`` is set; then let running handlers finish.
@@ -235,11 +268,23 @@ class Service:
             ):
                 return
             self.ready.set()
+            logger.info(
+                "%s: listening on %s",
+                self.name,
+                ", ".join(self.streams),
+                extra={"service": self.name},
+            )
             await stop.wait()
         finally:
             await asyncio.gather(*(s.close(grace) for s in subscriptions))
             halt.set()
             await _finish(relay, grace)
+            logger.info(
+                "%s: stopped: handled %d event(s), acknowledged %d redelivered duplicate(s), "
+                "published %d",
+                *(self.name, self.handled, self.duplicates, self.relay.published),
+                extra={"service": self.name},
+            )
 
     async def close(self) -> None:
         """Close the database if the service opened it (from a path)."""
@@ -297,8 +342,10 @@ async def subscribe_retrying(
         except BrokerConnectionError as error:
             failures += 1
             delay = retry.delay(failures)
-            logger.error(
-                "%s: cannot subscribe to %r: %s; again in %.1fs", group, stream, error, delay
+            logger.warning(
+                "%s: cannot subscribe to %r (attempt %d): %s; again in %.1fs",
+                *(group, stream, failures, error, delay),
+                extra={"service": group, "stream": stream, "attempt": failures},
             )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):

@@ -40,6 +40,7 @@ from typing import Any
 from sagakit.bus import Broker, Delivery, Event, Subscription
 from sagakit.bus._broker import check_name
 from sagakit.choreography._definition import Choreography, Role, StepOutcome
+from sagakit.choreography._logging import event_fields, handling_failed, logger, saga_fields
 from sagakit.choreography._service import subscribe_all
 from sagakit.errors import ConcurrentUpdateError, SagaDefinitionError
 from sagakit.log import (
@@ -55,8 +56,6 @@ from sagakit.log import (
 from sagakit.log._codec import decode, encode
 from sagakit.store import Store
 
-logger = logging.getLogger("sagakit.tracker")
-
 TRACKER_GROUP = "sagakit-tracker"
 LEASE_OWNER = "sagakit-tracker"
 HELD_UNTIL = 253402300799.0
@@ -64,6 +63,16 @@ HELD_UNTIL = 253402300799.0
 CONFLICT_RETRIES = 20
 CACHE_SIZE = 4096
 LOCK_STRIPES = 64
+OUTCOME_LEVELS = {
+    SagaStatus.COMPENSATING: logging.INFO,
+    SagaStatus.COMPLETED: logging.INFO,
+    SagaStatus.COMPENSATED: logging.WARNING,
+    SagaStatus.NEEDS_ATTENTION: logging.WARNING,
+}
+"""How loud a saga's change of status is logged: an end other than success is a warning,
+for an operator to look at; other changes, and events that change no status, are debug."""
+_EXPLAINED = (SagaStatus.COMPENSATING, SagaStatus.NEEDS_ATTENTION)
+"""The statuses whose log line gives the saga's reason."""
 
 
 @dataclass(slots=True)
@@ -120,40 +129,86 @@ class Tracker:
 
     async def handle(self, delivery: Delivery) -> None:
         """The subscriptions' handler: raising makes the broker deliver the event again."""
-        await self.track(delivery.event)
+        try:
+            await self.track(delivery.event, stream=delivery.stream)
+        except Exception as error:  # the saga log may be briefly unavailable
+            fields = event_fields(delivery.event, delivery.stream, self.group, delivery.attempt)
+            handling_failed(fields, error, delivery.attempt, self.max_attempts)
+            raise
 
-    async def track(self, event: Event) -> bool:
-        """Record ``event`` in its saga's log; False if it is not ours or already there."""
+    async def track(self, event: Event, *, stream: str = "") -> bool:
+        """Record ``event`` (heard on ``stream``, for the log) in its saga's log; False if
+        it is not ours or already there."""
         choreography = self._by_type.get(event.type)
         if choreography is None:
             return False
         async with self._lock(event.correlation_id):
             for _ in range(CONFLICT_RETRIES):
                 try:
-                    return await self._track_once(choreography, event)
+                    before, state = await self._track_once(choreography, event)
                 except ConcurrentUpdateError:
                     self._cache.pop(event.correlation_id, None)  # someone else wrote: re-read
+                    continue
+                if state is not None:
+                    self._recorded(choreography, event, stream, before, state)
+                return state is not None
         raise ConcurrentUpdateError(event.correlation_id, -1)
+
+    def _recorded(
+        self,
+        choreography: Choreography,
+        event: Event,
+        stream: str,
+        before: SagaStatus | None,
+        state: SagaState,
+    ) -> None:
+        """Log what ``event`` did to its saga, as loud as :data:`OUTCOME_LEVELS` says."""
+        status = state.status
+        changed = status is not before
+        level = OUTCOME_LEVELS.get(status, logging.DEBUG) if changed else logging.DEBUG
+        if not logger.isEnabledFor(level):  # the hot path builds no fields
+            return
+        role = choreography.role(event.type)
+        fields = event_fields(event, stream, self.group)
+        step = role.step if role is not None else None
+        fields.update(saga_fields(choreography.name, choreography.version, step))
+        news = f"is {status.value}" if changed else f"stays {status.value}"
+        why = f": {state.reason}" if changed and state.reason and status in _EXPLAINED else ""
+        logger.log(
+            level,
+            "saga %s (%s) %s after %s %s from %s%s",
+            *(state.id, choreography.key, news, event.type, event.id, event.source, why),
+            extra=fields,
+        )
 
     def _lock(self, saga_id: str) -> asyncio.Lock:
         """One writer per saga in this process: two appends of one saga in one group commit
         would be computed one on top of the other, and must not be."""
         return self._locks[hash(saga_id) % len(self._locks)]
 
-    async def _track_once(self, choreography: Choreography, event: Event) -> bool:
+    async def _track_once(
+        self, choreography: Choreography, event: Event
+    ) -> tuple[SagaStatus | None, SagaState | None]:
+        """The saga's status before ``event`` and its state after, with the state None if
+        nothing was recorded (the event was seen before, or belongs to another saga)."""
         saga_id = event.correlation_id
         tracked = await self._load(saga_id)
         if tracked is None:
-            return await self._create(choreography, event)
+            return None, await self._create(choreography, event)
         if event.id in tracked.seen:
-            return False
+            return None, None
         state = tracked.state
         if (state.name, state.version) != (choreography.name, choreography.version):
             logger.warning(
                 "%s: event %s (%s) of %s is not this saga's; ignored",
                 *(saga_id, event.id, event.type, choreography.key),
+                extra={
+                    **event_fields(event, "", self.group),
+                    **saga_fields(state.name, state.version),
+                },
             )
-            return False
+            return None, None
+        before = state.status
         journal = Journal(state)
         _EventRecords(choreography, journal).add(event)
         try:
@@ -162,9 +217,9 @@ class Tracker:
             self._cache.pop(saga_id, None)  # its state already has the records applied
             raise
         tracked.seen.add(event.id)
-        return True
+        return before, state
 
-    async def _create(self, choreography: Choreography, event: Event) -> bool:
+    async def _create(self, choreography: Choreography, event: Event) -> SagaState:
         journal = Journal.begin(
             event.correlation_id, encode(_started(choreography, event)), event.time
         )
@@ -174,7 +229,7 @@ class Tracker:
         if not await self.store.create(instance, journal.take()):
             raise ConcurrentUpdateError(state.id, 0)  # created meanwhile: re-read it
         self._remember(_Tracked(state, {event.id}))
-        return True
+        return state
 
     async def _load(self, saga_id: str) -> _Tracked | None:
         tracked = self._cache.get(saga_id)
@@ -226,7 +281,15 @@ class Tracker:
         except BaseException:
             self._cache.pop(saga_id, None)
             raise
-        logger.warning("%s: %s", saga_id, state.reason)
+        logger.warning(
+            "saga %s (%s) needs attention: %s",
+            *(saga_id, choreography.key, state.reason),
+            extra={
+                "saga_id": saga_id,
+                "service": self.group,
+                **saga_fields(choreography.name, choreography.version),
+            },
+        )
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -247,6 +310,12 @@ class Tracker:
             ):
                 return
             self.ready.set()
+            logger.info(
+                "%s: tracking %s on %s",
+                *(self.group, ", ".join(sorted(c.key for c in self._by_key.values()))),
+                ", ".join(self.streams),
+                extra={"service": self.group},
+            )
             await self._watch(stop)
         finally:
             await asyncio.gather(*(s.close() for s in subscriptions))
@@ -261,7 +330,11 @@ class Tracker:
             try:
                 await self.check_stuck()
             except Exception as error:  # the saga log may be briefly unavailable
-                logger.warning("looking for stuck sagas failed: %r", error)
+                logger.warning(
+                    "%s: looking for stuck sagas failed: %r; again in %.1fs",
+                    *(self.group, error, self.check_every),
+                    extra={"service": self.group},
+                )
 
 
 class _EventRecords:

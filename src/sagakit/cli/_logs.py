@@ -15,7 +15,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 
-FIELDS = ("saga_id", "saga_name", "saga_version", "step", "attempt", "key")
+FIELDS = (
+    "saga_id",
+    "saga_name",
+    "saga_version",
+    "step",
+    "attempt",
+    "key",
+    "event_type",
+    "event_id",
+    "stream",
+    "service",
+)
 """The ``extra=`` fields sagakit's log records may carry."""
 
 

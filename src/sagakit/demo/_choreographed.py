@@ -208,7 +208,8 @@ async def _services(
 ) -> AsyncIterator[Intake]:
     """The four services, subscribed, for the life of the block; yields their order intake.
 
-    ``url`` is the broker's, password included, for the service processes to connect with.
+    ``url`` is the broker's, password included, for the service processes to connect with;
+    they get it in their environment, where ``ps`` does not show it.
     """
     if isinstance(broker, MemoryBroker):
         async with _in_process(broker, directory, stream) as place:

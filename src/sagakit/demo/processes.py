@@ -2,15 +2,19 @@
 
 ::
 
-    python -m sagakit.demo.processes payments --dir services/ \\
-        --broker redis://127.0.0.1:6379/0
+    SAGAKIT_BROKER=redis://:password@127.0.0.1:6379/0 \\
+        python -m sagakit.demo.processes payments --dir services/
+
+The broker's URL comes from the environment (``SAGAKIT_BROKER``), not the command line: a
+URL may carry a password, and every user of the machine can read a process's arguments
+(``ps``), not its environment. ``--broker`` still works for a URL without one.
 
 The process prints ``ready payments`` on stdout once it is subscribed (events published
 from then on reach it), and stops cleanly on SIGTERM or SIGINT: running handlers finish,
 unhandled events go back to the broker. Killed outright, it loses nothing either: its
 unacknowledged events are redelivered, its inbox drops what it had already done, and its
 relay publishes what its outbox still holds when it starts again. A broker that cannot be
-reached is retried with back-off, and the log names its URL.
+reached is retried with back-off, and the log names its URL (without the password).
 
 :class:`ServiceProcess` starts and stops such processes, for the demo and the fault tests.
 """
@@ -38,6 +42,8 @@ __all__ = ["ServiceProcess", "ServiceProcessError", "main"]
 logger = logging.getLogger("sagakit.demo")
 
 READY = "ready"
+BROKER_ENV = "SAGAKIT_BROKER"
+"""The variable a service process reads its broker's URL from (as ``sagakit demo`` does)."""
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -47,13 +53,21 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("service", choices=SERVICES)
     parser.add_argument("--dir", required=True, help="directory of the services' databases")
-    parser.add_argument("--broker", required=True, help="redis://, nats:// or amqp:// URL")
+    parser.add_argument(
+        "--broker",
+        default=os.environ.get(BROKER_ENV),
+        help=f"redis://, nats:// or amqp:// URL (default: ${BROKER_ENV}, the place for a "
+        "URL with a password)",
+    )
     parser.add_argument("--stream", default=STREAM)
     parser.add_argument("--redeliver-after", type=float, default=30.0)
     parser.add_argument("--max-attempts", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--relay-poll", type=float, default=0.5)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.broker:
+        parser.error(f"set {BROKER_ENV} to the broker's URL (or pass --broker)")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format=f"%(asctime)s {args.service}[%(process)d] %(name)s %(levelname)s %(message)s",
     )
+    logging.getLogger("sagakit").setLevel(logging.INFO)  # the services' lifecycle too
     return asyncio.run(serve(args))
 
 
@@ -88,12 +103,7 @@ async def serve(args: argparse.Namespace) -> int:
         if service.ready.is_set():
             print(f"{READY} {service.name}", flush=True)
         ready.cancel()
-        await running
-        print(
-            f"{service.name} stopped: handled {service.handled} event(s), dropped "
-            f"{service.duplicates} redelivered duplicate(s), published {service.relay.published}",
-            file=sys.stderr,
-        )
+        await running  # which logs what the service did
     finally:
         await service.close()
         await broker.close()
@@ -126,7 +136,10 @@ class ServiceProcessError(Exception):
 
 
 class ServiceProcess:
-    """One order service running as a child process; its log goes to ``<dir>/<name>.log``."""
+    """One order service running as a child process; its log goes to ``<dir>/<name>.log``.
+
+    ``broker_url`` reaches the child in its environment, never on its command line.
+    """
 
     def __init__(
         self,
@@ -151,23 +164,29 @@ class ServiceProcess:
         assert self._process is not None, "start() first"
         return self._process.pid
 
-    async def start(self, timeout: float = 30.0) -> None:
-        """Start the process and wait until it says it is subscribed."""
-        self._log = self.log_path.open("ab")  # the child writes its log here until it ends
-        self._process = await asyncio.create_subprocess_exec(
+    @property
+    def argv(self) -> list[str]:
+        """The child's command line: no URL, so nothing secret for ``ps`` to show."""
+        return [
             sys.executable,
             "-m",
             "sagakit.demo.processes",
             self.service,
             "--dir",
             str(self.directory),
-            "--broker",
-            self.broker_url,
             "--stream",
             self.stream,
             *self.options,
+        ]
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Start the process and wait until it says it is subscribed."""
+        self._log = self.log_path.open("ab")  # the child writes its log here until it ends
+        self._process = await asyncio.create_subprocess_exec(
+            *self.argv,
             stdout=asyncio.subprocess.PIPE,
             stderr=self._log,
+            env={**os.environ, BROKER_ENV: self.broker_url},
         )
         assert self._process.stdout is not None
         try:
