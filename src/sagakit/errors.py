@@ -14,7 +14,8 @@
     ├── UnknownSagaError           no saga instance with that id
     ├── UnregisteredSagaError      an instance's definition (name, version) is not registered
     ├── SignalTimeoutError         a step's wait for a message timed out
-    ├── OperatorActionError        retry / resolve / cancel does not fit the saga's state
+    ├── OperatorActionError        an operator's action (or a signal) does not fit the saga
+    │   └── StepActionError            retry from a step, or skip one, that does not allow it
     ├── ResultTimeoutError         the outcome was not there within the caller's timeout
     ├── StoreError                 the saga log cannot be used
     │   ├── InvalidStoreURLError*      the --db URL is malformed (path, schema name, pool size)
@@ -59,6 +60,7 @@ __all__ = [
     "SerializationError",
     "ServiceDefinitionError",
     "SignalTimeoutError",
+    "StepActionError",
     "StepTimeoutError",
     "StoreError",
     "UnknownSagaError",
@@ -250,12 +252,25 @@ class SignalTimeoutError(SagakitError):
 
 
 class OperatorActionError(SagakitError):
-    """An operator's retry, resolve or cancel that the saga's state does not allow."""
+    """An operator's action (retry, resolve, cancel, skip, signal) that the saga's state does
+    not allow; nothing was recorded or sent."""
 
     def __init__(self, saga_id: str, action: str, why: str) -> None:
         super().__init__(f"cannot {action} saga {saga_id!r}: {why}")
         self.saga_id = saga_id
         self.action = action
+        self.why = why
+
+
+class StepActionError(OperatorActionError):
+    """An operator's action on one step (retry from it, skip it) that the step does not allow.
+
+    ``why`` follows the step's name: ``cannot skip saga 'o-1': step 'email' did not fail``.
+    """
+
+    def __init__(self, saga_id: str, action: str, step: str, why: str) -> None:
+        super().__init__(saga_id, action, f"step {step!r} {why}")
+        self.step = step
 
 
 class ResultTimeoutError(SagakitError, TimeoutError):

@@ -230,6 +230,12 @@ UNREACHABLE_PG = f"postgresql://postgres:{SECRET}@127.0.0.1:1/x"
         ["resolve", "x-1", "--note", "n", "--db", UNREACHABLE_PG],
         ["cancel", "x-1", "--db", UNREACHABLE_PG],
         ["migrate", "--db", UNREACHABLE_PG],
+        ["list", "--count", "--stuck", "1h", "--db", UNREACHABLE_PG],
+        ["show", "x-1", "--follow", "--db", UNREACHABLE_PG],
+        ["skip", "x-1", "pay", "--result", "null", "--note", "n", "--db", UNREACHABLE_PG],
+        ["signal", "x-1", "approved", "--db", UNREACHABLE_PG],
+        ["retry", "--all", "--yes", "--db", UNREACHABLE_PG],
+        ["resolve", "--all", "--note", "n", "--db", UNREACHABLE_PG],
         ["worker", "--once", "--app", "sagakit.demo:from_environment", "--db", UNREACHABLE_PG],
         ["list", "--db", f"mysql://root:{SECRET}@db/x"],
         ["list", "--db", f"postgresql://me:{SECRET}@127.0.0.1:abc/db"],
@@ -251,3 +257,65 @@ def test_list_marks_a_saga_an_operator_resolved(tmp_path: Path) -> None:
     listed = shown_cleanly(cli("list", "--db", db))
     row = next(line for line in listed.splitlines() if line.startswith("f-1"))
     assert "completed, resolved" in row
+
+
+async def one_of_each_status(url: str) -> None:
+    """A saga in every status, as its log would leave it (the row's status is the fold's)."""
+    steps = [{"name": "pay", "kind": "compensatable"}, {"name": "ship", "kind": "pivot"}]
+    started = json.dumps(
+        {"name": "every", "version": 1, "input": {}, "deadline_at": None, "steps": steps}
+    )
+    failed = json.dumps({"error": {"type": "Refused", "message": "no"}, "retry_at": None})
+    tails: dict[SagaStatus, list[tuple[RecordType, str | None, str | None]]] = {
+        SagaStatus.PENDING: [],
+        SagaStatus.RUNNING: [(RecordType.STEP_STARTED, "pay", None)],
+        SagaStatus.COMPENSATING: [
+            (RecordType.STEP_STARTED, "pay", None),
+            (RecordType.STEP_SUCCEEDED, "pay", "1"),
+            (RecordType.STEP_STARTED, "ship", None),
+            (RecordType.STEP_FAILED, "ship", failed),
+            (RecordType.SAGA_COMPENSATING, None, json.dumps({"reason": "ship failed"})),
+        ],
+        SagaStatus.COMPLETED: [
+            (RecordType.STEP_STARTED, "pay", None),
+            (RecordType.STEP_SUCCEEDED, "pay", "1"),
+            (RecordType.STEP_STARTED, "ship", None),
+            (RecordType.STEP_SUCCEEDED, "ship", "2"),
+            (RecordType.SAGA_COMPLETED, None, None),
+        ],
+        SagaStatus.COMPENSATED: [
+            (RecordType.STEP_STARTED, "pay", None),
+            (RecordType.STEP_FAILED, "pay", failed),
+            (RecordType.SAGA_COMPENSATING, None, json.dumps({"reason": "pay failed"})),
+            (RecordType.SAGA_COMPENSATED, None, None),
+        ],
+        SagaStatus.NEEDS_ATTENTION: [
+            (RecordType.STEP_STARTED, "pay", None),
+            (RecordType.STEP_FAILED, "pay", failed),
+            (RecordType.SAGA_NEEDS_ATTENTION, None, json.dumps({"reason": "no", "failed": []})),
+        ],
+    }
+    store = await open_store(url)
+    try:
+        for n, (status, tail) in enumerate(tails.items()):
+            at = 1_700_000_000.0 + n
+            records = [Record(0, RecordType.SAGA_STARTED, at, data=started)]
+            for kind, step, data in tail:
+                attempt = 1 if step is not None else 0
+                records.append(Record(len(records), kind, at, step, attempt, data))
+            instance = Instance(f"s-{status.value}", "every", 1, status, at, at)
+            assert await store.create(instance, records)
+    finally:
+        await store.close()
+
+
+def test_every_status_lists_whole_and_shows_at_80_columns_piped(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/sagas.db"
+    asyncio.run(one_of_each_status(db))
+    listed = shown_cleanly(cli("list", "--db", db)).splitlines()
+    for status in SagaStatus:
+        row = next(line for line in listed if line.startswith(f"s-{status.value} "))
+        assert f" {status.value} " in f"{row} "
+        shown = shown_cleanly(cli("show", f"s-{status.value}", "--db", db))
+        assert status.value in shown
+    assert sum("needs_attention" in line for line in listed) == 1

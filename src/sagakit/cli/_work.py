@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from sagakit._signals import stop_on_signals
+from sagakit._timeline import local_time, printable
 from sagakit.cli._common import (
     DEFAULT_DB,
     Db,
@@ -20,10 +22,12 @@ from sagakit.cli._common import (
 )
 from sagakit.cli._logs import LogFormat, logging_to_stderr
 from sagakit.errors import AppReferenceError
+from sagakit.log import SagaStatus
 from sagakit.orchestration import (
     DEFAULT_LEASE,
     DriveReport,
     Saga,
+    SagaResult,
     Worker,
     load_sagas,
     resume_all,
@@ -51,7 +55,10 @@ def worker(
     db: Db = DEFAULT_DB,
     once: Annotated[
         bool,
-        typer.Option("--once", help="Finish what is unfinished (after a crash), then exit."),
+        typer.Option(
+            "--once",
+            help="Drive what is due now (after a crash), hand back what waits, then exit.",
+        ),
     ] = False,
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=10_000, help="Sagas driven at once.")
@@ -63,6 +70,15 @@ def worker(
     poll: Annotated[
         float, typer.Option("--poll", min=0.01, max=3600, help="Seconds between claims.")
     ] = 1.0,
+    max_attempts: Annotated[
+        int | None,
+        typer.Option(
+            "--max-attempts",
+            min=1,
+            help="Attempts of a retriable step with no limit of its own before its saga"
+            " needs attention (default: retried for ever).",
+        ),
+    ] = None,
     log_level: Annotated[
         LogLevel, typer.Option("--log-level", case_sensitive=False, help="Least severe logged.")
     ] = LogLevel.INFO,
@@ -79,11 +95,43 @@ def worker(
     except AppReferenceError as error:
         fail(str(error), 2)
     with logging_to_stderr(log_level.value, log_format):
-        raise typer.Exit(run(_work(db, sagas, once, concurrency, lease, poll)))
+        if once:
+            raise typer.Exit(run(_once(db, sagas, concurrency, lease, max_attempts)))
+        raise typer.Exit(run(_work(db, sagas, concurrency, lease, poll, max_attempts)))
+
+
+async def _once(
+    url: str, sagas: list[Saga], concurrency: int, lease: float, max_attempts: int | None
+) -> int:
+    """One pass: a line for each saga as it finishes (or fails), then what was left."""
+    errors: set[str] = set()
+
+    def report(outcome: DriveReport) -> None:
+        if outcome.error is not None:
+            errors.add(outcome.saga_id)
+        if outcome.result is None or outcome.result.status.is_terminal:
+            typer.echo(_describe(outcome))
+
+    async with opened(url) as store:
+        results = await resume_all(
+            store,
+            sagas,
+            lease=lease,
+            report=report,
+            concurrency=concurrency,
+            max_attempts=max_attempts,
+        )
+    typer.echo(_summary(results, len(errors)))
+    return 1 if errors else 0
 
 
 async def _work(
-    url: str, sagas: list[Saga], once: bool, concurrency: int, lease: float, poll: float
+    url: str,
+    sagas: list[Saga],
+    concurrency: int,
+    lease: float,
+    poll: float,
+    max_attempts: int | None,
 ) -> int:
     outcomes: list[DriveReport] = []
 
@@ -92,17 +140,19 @@ async def _work(
         typer.echo(_describe(outcome))
 
     async with opened(url) as store:
-        if once:
-            await resume_all(store, sagas, lease=lease, report=report)
-            typer.echo(f"resumed {len(outcomes)} saga(s)")
-        else:
-            pool = Worker(
-                store, sagas, concurrency=concurrency, lease=lease, poll=poll, report=report
-            )
-            names = ", ".join(s.key for s in sagas)
-            typer.echo(f"worker {pool.owner} started ({names}); Ctrl-C or SIGTERM to stop")
-            await pool.run(stop_on_signals())
-            typer.echo("worker stopped")
+        pool = Worker(
+            store,
+            sagas,
+            concurrency=concurrency,
+            lease=lease,
+            poll=poll,
+            report=report,
+            max_attempts=max_attempts,
+        )
+        names = ", ".join(s.key for s in sagas)
+        typer.echo(f"worker {pool.owner} started ({names}); Ctrl-C or SIGTERM to stop")
+        await pool.run(stop_on_signals())
+        typer.echo("worker stopped")
     return 1 if any(o.error is not None for o in outcomes) else 0
 
 
@@ -113,3 +163,35 @@ def _describe(outcome: DriveReport) -> str:
     assert result is not None
     line = f"{result.saga_id}  {result.name}@{result.version}  {result.status.value}"
     return line + (f"  ({result.reason})" if result.reason else "")
+
+
+def _summary(results: list[SagaResult], errors: int) -> str:
+    """``resumed 3 saga(s): 1 completed, 1 error(s); left 1 waiting: <id> for signal 'paid'
+    until <time>``: the pass's outcome in one line, for the operator who ran it."""
+    finished = Counter(r.status for r in results if r.status.is_terminal)
+    left = sorted(  # what is due first, first; waits for a message only, last
+        (r for r in results if not r.status.is_terminal),
+        key=lambda r: (r.due_at is None, r.due_at or 0.0),
+    )
+    counts = [f"{finished[s]} {s.value}" for s in SagaStatus if finished[s]]
+    if errors:
+        counts.append(f"{errors} error(s)")
+    parts = [", ".join(counts)] if counts else []
+    if left:
+        parts.append(f"left {len(left)} waiting: " + ", ".join(_waiting(r) for r in left))
+    line = f"resumed {len(results) + errors} saga(s)"
+    return line + (": " + "; ".join(parts) if parts else "")
+
+
+def _waiting(result: SagaResult) -> str:
+    """``<id> for signal 'paid' until <time>``, ``<id> retry of step 'email' at <time>``."""
+    until = "" if result.due_at is None else local_time(result.due_at)
+    if result.waiting_for is not None:
+        what = f"for signal '{printable(result.waiting_for)}'"
+        what += f" until {until}" if until else " (no time limit)"
+    elif result.retrying is not None:
+        role = "compensation" if result.status is SagaStatus.COMPENSATING else "step"
+        what = f"retry of {role} '{printable(result.retrying)}' at {until}"
+    else:
+        what = f"due at {until}" if until else "for a message"
+    return f"{printable(result.saga_id)} {what}"

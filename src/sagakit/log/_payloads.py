@@ -15,8 +15,10 @@
 ``step_waiting``                  :class:`Waiting`
 ``message_received``              :class:`Received`: an inbox message taken
 ``cancel_requested``              :class:`CancelRequest`
-``operator_retry``                :class:`OperatorNote`: try the failed calls again
+``operator_retry``                :class:`OperatorNote`: try the failed calls again (with
+                                  the record's ``step`` set: from that failed step)
 ``operator_resolved``             :class:`OperatorNote`: a person finished the saga by hand
+``operator_skipped``              :class:`Skipped`: a person did the record's failed step
 ================================  ==========================================================
 
 A tracker adds the facts of the event behind a record (``event``, ``source``, ``event_id``,
@@ -25,7 +27,7 @@ A tracker adds the facts of the event behind a record (``event``, ``source``, ``
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class StepMeta(TypedDict):
@@ -48,6 +50,10 @@ class ErrorInfo(TypedDict):
 
     type: str
     message: str
+    traceback: NotRequired[str]
+    """Where it was raised, as Python formats it, bounded (its last frames and the exception
+    line, after a first line saying how much was cut); absent in logs written before it
+    was kept, and for errors sagakit makes up rather than catches."""
 
 
 class Failure(TypedDict):
@@ -88,3 +94,9 @@ class CancelRequest(TypedDict):
 class OperatorNote(TypedDict):
     by: str
     note: str
+
+
+class Skipped(OperatorNote):
+    """An operator marked a failed forward step done: ``result`` stands for what it returns."""
+
+    result: Any

@@ -77,6 +77,7 @@ class RecordType(StrEnum):
     CANCEL_REQUESTED = "cancel_requested"
     OPERATOR_RETRY = "operator_retry"
     OPERATOR_RESOLVED = "operator_resolved"
+    OPERATOR_SKIPPED = "operator_skipped"
 
 
 class Record(NamedTuple):

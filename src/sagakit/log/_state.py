@@ -23,6 +23,7 @@ from sagakit.log._payloads import (
     Failure,
     OperatorNote,
     Received,
+    Skipped,
     StepMeta,
     Waiting,
 )
@@ -50,6 +51,9 @@ class StepState:
     retry_base: int = 0
     """Attempts made before an operator's retry; retry policies count from here."""
     compensation_retry_base: int = 0
+    skipped_by: OperatorNote | None = None
+    """Who marked the failed step done by hand, and why (``operator_skipped``); its result is
+    then theirs. Not :attr:`StepStatus.SKIPPED`, which is a step that never ran."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +67,7 @@ class StepState:
             "compensation_error": self.compensation_error,
             "retry_at": self.retry_at,
             "waiting": self.waiting,
+            "skipped_by": self.skipped_by,
         }
 
 
@@ -208,27 +213,53 @@ class SagaState:
         elif kind is RecordTypes.CANCEL_REQUESTED:
             self.cancel = _payload(record)
         elif kind is RecordTypes.OPERATOR_RETRY:
-            self._retry(record.at)
+            self._retry(record.at, record.step)
         elif kind is RecordTypes.OPERATOR_RESOLVED:
             self.resolution = _payload(record)
             forward = self.before_attention in (SagaStatuses.RUNNING, SagaStatuses.PENDING)
             self.status = SagaStatuses.COMPLETED if forward else SagaStatuses.COMPENSATED
+        elif kind is RecordTypes.OPERATOR_SKIPPED:
+            self._skip(self.by_name[record.step or ""], _payload(record))
 
-    def _retry(self, at: float) -> None:
+    def _retry(self, at: float, from_step: str | None) -> None:
         """An operator's retry: the calls that failed for good are due again, with a fresh
-        retry budget, and the saga goes back to what it was doing."""
-        self.status = self.before_attention or SagaStatuses.RUNNING
-        self.reason = self.reason_before_attention
-        self.failed_compensations = []
+        retry budget, and the saga goes back to what it was doing. ``from_step`` (a failed
+        step) gets a fresh budget and is due now even if it was waiting out a back-off."""
+        self._reopen()
         for step in self.steps:
-            if step.status is StepStatuses.SKIPPED and self.status is SagaStatuses.RUNNING:
-                step.status = StepStatuses.PENDING
             if step.status is StepStatuses.COMPENSATION_FAILED and step.retry_at is None:
                 step.retry_at = at
                 step.compensation_retry_base = step.compensation_attempts
-            elif step.status is StepStatuses.FAILED and step.retry_at is None:
+            elif step.status is StepStatuses.FAILED and (
+                step.retry_at is None or step.name == from_step
+            ):
                 step.retry_at = at
                 step.retry_base = step.attempts
+
+    def _skip(self, step: StepState, skipped: Skipped) -> None:
+        """An operator did a failed forward step by hand: it succeeded with their result,
+        and a saga that needed attention goes forward again from the next step."""
+        if self.status is SagaStatuses.NEEDS_ATTENTION:
+            self._reopen()
+        step.status = StepStatuses.SUCCEEDED
+        step.result = result = encode(skipped["result"])
+        step.skipped_by = {"by": skipped["by"], "note": skipped["note"]}
+        step.error = step.retry_at = step.waiting = None
+        self.raw_results[step.name] = result
+        self.completed.append(step.name)
+        steps = self.steps
+        while self.cursor < len(steps) and steps[self.cursor].status is StepStatuses.SUCCEEDED:
+            self.cursor += 1
+
+    def _reopen(self) -> None:
+        """Leave ``needs_attention`` for what the saga was doing before, as it was then."""
+        self.status = self.before_attention or SagaStatuses.RUNNING
+        self.reason = self.reason_before_attention
+        self.failed_compensations = []
+        if self.status is SagaStatuses.RUNNING:
+            for step in self.steps:
+                if step.status is StepStatuses.SKIPPED:
+                    step.status = StepStatuses.PENDING
 
     def begin(
         self,

@@ -4,6 +4,18 @@ The CLI's ``list`` and the dashboard sit on :func:`find` and :func:`count`; see
 :mod:`sagakit.operations._query` for which conditions the store answers and which read logs.
 """
 
+from sagakit.operations._bulk import BulkOutcome, act_on_each, matches
 from sagakit.operations._query import Page, Query, SagaView, count, cursor_of, find, position_of
 
-__all__ = ["Page", "Query", "SagaView", "count", "cursor_of", "find", "position_of"]
+__all__ = [
+    "BulkOutcome",
+    "Page",
+    "Query",
+    "SagaView",
+    "act_on_each",
+    "count",
+    "cursor_of",
+    "find",
+    "matches",
+    "position_of",
+]

@@ -3,7 +3,11 @@ them as an operator. It drives nothing itself, so it fits in a web request handl
 
 Operators' actions are records in the saga's log, naming who and why. A client appends
 them only while it holds the instance's lease, as an engine would, so it never writes over
-a worker; a running saga that a worker holds is asked to cancel through its inbox instead.
+a worker: that is how a saga that needs attention is retried, resolved or skipped (no worker
+drives it). A running saga has a driver, now or as soon as it is due, which is the one
+writer of its log, so it is told through its inbox instead (``store.send``, which also makes
+it due now): a skip always, a cancel when a worker holds it. The driver takes the message at
+its next step boundary or wait, and decides again on the state it has then.
 """
 
 from __future__ import annotations
@@ -11,27 +15,39 @@ from __future__ import annotations
 import getpass
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sagakit.errors import (
     OperatorActionError,
     ResultTimeoutError,
     SerializationError,
+    StepActionError,
     UnknownSagaError,
 )
 from sagakit.log import Journal, RecordType, SagaState
 from sagakit.log._codec import ENCODE_ERRORS, encode
-from sagakit.log._fast import RecordTypes, SagaStatuses
+from sagakit.log._fast import RecordTypes, SagaStatuses, StepKinds, StepStatuses
 from sagakit.log._records import TERMINAL
 from sagakit.orchestration._definition import Saga
 from sagakit.orchestration._engine import SagaResult, default_owner
-from sagakit.orchestration._plan import CANCEL, Plan, new_saga_id, passed_pivot
+from sagakit.orchestration._plan import (
+    CANCEL,
+    SKIP,
+    Plan,
+    new_saga_id,
+    passed_pivot,
+    skip_refusal,
+)
 from sagakit.store import Store
 
 _ACT_LEASE = 30.0
 """How long an operator's action may hold an instance (it takes milliseconds)."""
 _WAKE = 30.0
 """Longest wait between looks at an outcome; stores also wake waiters when it changes."""
+
+_Records = list[tuple[RecordType, str | None, Any]]
+"""Records for an operator to append: (type, step, payload before encoding)."""
 
 
 def default_operator() -> str:
@@ -85,11 +101,23 @@ class Client:
         return SagaState.from_records(saga_id, stored.records)
 
     async def signal(self, saga_id: str, name: str, payload: Any = None) -> None:
-        """Send a message to the saga; a step's ``ctx.wait_for(name)`` gets ``payload``."""
+        """Send a message to the saga; a step's ``ctx.wait_for(name)`` gets ``payload``.
+
+        Refused with :class:`OperatorActionError` if the saga is already completed,
+        compensated or needing attention: nothing would ever read the message. (One that
+        ends while the message is on its way simply never takes it.)
+        """
         try:
             encoded = encode(payload)
         except ENCODE_ERRORS as error:
             raise SerializationError(saga_id, f"the {name!r} signal's payload", error) from error
+        stored = await self.store.load(saga_id)
+        if stored is None:
+            raise UnknownSagaError(saga_id)
+        status = stored.instance.status
+        if status in TERMINAL:
+            why = f"it is {status.value}, so nothing would read the {name!r} message"
+            raise OperatorActionError(saga_id, "signal", why)
         await self.store.send(saga_id, name, encoded)
 
     async def cancel(self, saga_id: str, *, reason: str = "", by: str | None = None) -> None:
@@ -108,44 +136,174 @@ class Client:
             await self._append(
                 state,
                 [
-                    (RecordTypes.CANCEL_REQUESTED, request),
-                    (RecordTypes.SAGA_COMPENSATING, {"reason": why}),
+                    (RecordTypes.CANCEL_REQUESTED, None, request),
+                    (RecordTypes.SAGA_COMPENSATING, None, {"reason": why}),
                 ],
             )
         finally:
             await self.store.release(self.owner, saga_id, time.time())
 
-    async def retry(self, saga_id: str, *, note: str = "", by: str | None = None) -> None:
-        """Try a ``needs_attention`` saga's failed calls again, with a fresh retry budget."""
-        await self._operate(saga_id, "retry", RecordTypes.OPERATOR_RETRY, note, by)
+    async def retry(
+        self,
+        saga_id: str,
+        *,
+        from_step: str | None = None,
+        note: str = "",
+        by: str | None = None,
+    ) -> None:
+        """Try a ``needs_attention`` saga's failed calls again, each with a fresh retry
+        budget and the same idempotency key as before: going forward, the step it stopped
+        at; compensating, every compensation that did not finish.
+
+        ``from_step`` names the step to run again, and must be the failed step a saga going
+        forward stopped at: it then runs at once with a fresh budget, even if it was still
+        waiting out a back-off (as when the saga stopped because its version was not
+        registered). Any other step is refused with :class:`StepActionError`:
+
+        - an earlier step, since it succeeded. Steps run in order, so running one again
+          means running every step after it again. Past the pivot (and a saga going forward
+          fails for good only past it) those include the pivot or a retriable step that
+          succeeded, which never run twice. Before it, the step's effect still stands and
+          is what its compensation would undo: called with its idempotency key, the
+          service would only repeat its first answer; with a new key, it would do the work
+          twice, and only the second would ever be undone. To redo succeeded work, end the
+          saga (resolve it) and start a new one;
+        - a later step, which has not run; and the step the saga stopped at if its call did
+          not fail (in flight, waiting, or never started): a plain retry carries it on;
+        - any step of a saga that was compensating: its retry has no from step.
+
+        Refused, it records nothing.
+        """
+        note_data = {"by": by or self.operator, "note": note}
+
+        def check(state: SagaState) -> None:
+            _check_attention(saga_id, "retry", state)
+            if from_step is not None:
+                _check_retry_from(saga_id, state, from_step)
+
+        records: _Records = [(RecordTypes.OPERATOR_RETRY, from_step, note_data)]
+        await self._operate(saga_id, "retry", check, records)
 
     async def resolve(self, saga_id: str, *, note: str, by: str | None = None) -> None:
         """Record that a person finished a ``needs_attention`` saga by hand (with ``note``)."""
         if not note.strip():
             raise OperatorActionError(saga_id, "resolve", "say what was done (a note)")
-        await self._operate(saga_id, "resolve", RecordTypes.OPERATOR_RESOLVED, note, by)
+        records: _Records = [
+            (RecordTypes.OPERATOR_RESOLVED, None, {"by": by or self.operator, "note": note})
+        ]
+        await self._operate(
+            saga_id, "resolve", lambda state: _check_attention(saga_id, "resolve", state), records
+        )
+
+    async def skip(
+        self, saga_id: str, step: str, *, result: Any, note: str, by: str | None = None
+    ) -> None:
+        """Mark a failed forward step done by hand, ``result`` standing for what its action
+        would have returned: the saga goes on from the next step, whose ``ctx.results``
+        hold it (as does the step's compensation, should the saga compensate later).
+
+        For an operator who did the step's work another way (sent the e-mail by hand while
+        the mail server is down). Allowed for the step a saga going forward stopped at,
+        when its latest call failed: for good (the saga needs attention), or while it is
+        being retried (the saga runs: typically a retriable step after the pivot, retried
+        until it succeeds). Refused with :class:`StepActionError` for any other step or
+        state, with :class:`OperatorActionError` without a note, and with
+        :class:`SerializationError` if ``result`` is not JSON; refused, it records nothing.
+
+        A saga that needs attention is written at once, under a lease, as :meth:`retry`
+        does. A running saga is told through its inbox, which makes it due now: its driver
+        applies the skip when it takes the message, or drops it with a warning in its log
+        if the step's next attempt succeeded in the meantime.
+        """
+        if not note.strip():
+            raise OperatorActionError(saga_id, "skip", "say what was done instead (a note)")
+        try:
+            encode(result)
+        except ENCODE_ERRORS as error:
+            raise SerializationError(saga_id, "the skipped step's result", error, step) from error
+        request = {"by": by or self.operator, "note": note, "result": result}
+        state = await self.state(saga_id)
+        _check_skip(saga_id, state, step)
+        if state.status is SagaStatuses.RUNNING:
+            await self.store.send(saga_id, SKIP, encode({"step": step, **request}))
+            return
+        records: _Records = [(RecordTypes.OPERATOR_SKIPPED, step, request)]
+        await self._operate(
+            saga_id, "skip", lambda state: _check_skip(saga_id, state, step), records
+        )
 
     async def _operate(
-        self, saga_id: str, action: str, kind: RecordType, note: str, by: str | None
+        self,
+        saga_id: str,
+        action: str,
+        check: Callable[[SagaState], None],
+        records: _Records,
     ) -> None:
+        """Append ``records`` while holding the instance's lease, if ``check`` (which raises
+        to refuse) still passes on the state read under it."""
         if not await self.store.acquire(self.owner, saga_id, _ACT_LEASE):
             await self.state(saga_id)  # an unknown id says so
             raise OperatorActionError(saga_id, action, "it is being driven; try again shortly")
         try:
             state = await self.state(saga_id)
-            if state.status is not SagaStatuses.NEEDS_ATTENTION:
-                raise OperatorActionError(
-                    saga_id, action, f"it is {state.status.value}, not needs_attention"
-                )
-            await self._append(state, [(kind, {"by": by or self.operator, "note": note})])
+            check(state)
+            await self._append(state, records)
         finally:
             await self.store.release(self.owner, saga_id, time.time())
 
-    async def _append(self, state: SagaState, records: list[tuple[RecordType, Any]]) -> None:
+    async def _append(self, state: SagaState, records: _Records) -> None:
         journal = Journal(state)
-        for kind, data in records:
-            journal.add(kind, data=encode(data))
+        for kind, step, data in records:
+            journal.add(kind, step, data=encode(data))
         await self.store.append(state.id, journal.take(), state.status)
+
+
+def _check_attention(saga_id: str, action: str, state: SagaState) -> None:
+    if state.status is not SagaStatuses.NEEDS_ATTENTION:
+        raise OperatorActionError(
+            saga_id, action, f"it is {state.status.value}, not needs_attention"
+        )
+
+
+def _check_skip(saga_id: str, state: SagaState, step: str) -> None:
+    why = skip_refusal(state, step)
+    if why is not None:
+        raise StepActionError(saga_id, "skip", step, why)
+
+
+def _check_retry_from(saga_id: str, state: SagaState, step: str) -> None:
+    why = _retry_from_refusal(state, step)
+    if why is not None:
+        raise StepActionError(saga_id, "retry", step, why)
+
+
+def _retry_from_refusal(state: SagaState, step: str) -> str | None:
+    """Why a ``needs_attention`` saga cannot be retried from ``step`` (a phrase following
+    "step 'x'"), or None; :meth:`Client.retry` says why each case is refused."""
+    target = state.by_name.get(step)
+    if target is None:
+        return f"is not one of its steps ({', '.join(state.by_name)})"
+    if state.before_attention is SagaStatuses.COMPENSATING:
+        return "cannot be retried from: the saga was compensating (retry it without a step)"
+    if target.status is StepStatuses.SUCCEEDED:
+        return _why_not_again(state, target.kind)
+    stopped = state.steps[state.cursor]  # not past the end: ``target`` has not succeeded
+    if target is not stopped:
+        return f"has not run: the saga stopped at {stopped.name!r}"
+    if target.status is not StepStatuses.FAILED:
+        return f"did not fail (it is {target.status.value}): retry without a step"
+    return None
+
+
+def _why_not_again(state: SagaState, kind: str) -> str:
+    if kind != StepKinds.COMPENSATABLE.value:
+        return f"succeeded, and a {kind} step never runs twice"
+    if passed_pivot(state):
+        return "succeeded, and running again from it would repeat the pivot and what followed"
+    return (
+        "succeeded and its effect stands: run again, the work would be done twice "
+        "and only the second time ever undone"
+    )
 
 
 def _check_cancel(saga_id: str, state: SagaState) -> None:

@@ -46,6 +46,18 @@ class Step:
             return self.retry
         return FOREVER if self.kind is StepKind.RETRIABLE else NO_RETRY
 
+    def retry_capped(self, max_attempts: int | None) -> Retry:
+        """The policy in force where workers cap retriable steps at ``max_attempts`` (None:
+        no cap): an unlimited retriable step gets that limit, so an outage after the pivot
+        ends in ``needs_attention`` instead of retrying unseen; a finite policy is the
+        step's own choice and is kept."""
+        policy = self.retry_policy
+        if max_attempts is None or self.kind is not StepKind.RETRIABLE:
+            return policy
+        if policy.attempts is not None:
+            return policy
+        return replace(policy, attempts=max_attempts)
+
 
 class Saga:
     """A saga definition: a name, a version and an ordered list of steps.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +33,14 @@ from sagakit.log._codec import ENCODE_ERRORS, decode, encode
 from sagakit.log._fast import RecordTypes, SagaStatuses, StepKinds, StepStatuses
 from sagakit.orchestration._context import CompensationContext, StepContext, WaitForMessage
 from sagakit.orchestration._definition import Step
-from sagakit.orchestration._plan import CANCEL, Plan, log_fields, passed_pivot
+from sagakit.orchestration._plan import (
+    CANCEL,
+    SKIP,
+    Plan,
+    log_fields,
+    passed_pivot,
+    skip_refusal,
+)
 from sagakit.store import Store
 
 logger = logging.getLogger("sagakit.orchestration")
@@ -54,15 +62,26 @@ class Suspended(Exception):
 class Driver:
     """One instance being driven: its plan, its state, and records not yet committed."""
 
-    __slots__ = ("check_inbox", "hand_back", "journal", "plan", "state", "store")
+    __slots__ = ("check_inbox", "hand_back", "journal", "plan", "retries", "state", "store")
 
-    def __init__(self, store: Store, plan: Plan, journal: Journal, hand_back: bool) -> None:
+    def __init__(
+        self,
+        store: Store,
+        plan: Plan,
+        journal: Journal,
+        hand_back: bool,
+        retries: tuple[Retry, ...] | None = None,
+    ) -> None:
         self.store = store
         self.plan = plan
         self.journal = journal
         self.state = journal.state
         self.hand_back = hand_back
         """Hand waits back to the store (a worker) instead of waiting in this process."""
+        if retries is None:
+            retries = tuple(s.retry_policy for s in plan.saga.steps)
+        self.retries = retries
+        """Each step's retry policy in force, by position (an engine computes it once)."""
         self.check_inbox = False
         """Set from outside when a message may have come; read at the next step boundary."""
 
@@ -98,7 +117,8 @@ class Driver:
             return suspended.due_at
 
     async def take_messages(self) -> None:
-        """Record the inbox messages not taken yet; a cancel before the pivot compensates."""
+        """Record the inbox messages not taken yet; a cancel before the pivot compensates,
+        an operator's skip marks its failed step done."""
         self.check_inbox = False
         state = self.state
         for message in await self.store.messages(state.id, after=state.last_message):
@@ -106,6 +126,8 @@ class Driver:
             self.journal.add(RecordTypes.MESSAGE_RECEIVED, None, 0, encode(data))
             if message.name == CANCEL:
                 self._cancel(decode(message.payload))
+            elif message.name == SKIP:
+                self._skip(decode(message.payload))
 
     def _cancel(self, request: dict[str, Any]) -> None:
         self.journal.add(RecordTypes.CANCEL_REQUESTED, None, 0, encode(request))
@@ -114,6 +136,21 @@ class Driver:
         ):
             by, why = request.get("by", "someone"), request.get("reason", "")
             self._begin_compensation(f"cancelled by {by}" + (f": {why}" if why else ""))
+
+    def _skip(self, request: dict[str, Any]) -> None:
+        """Apply an operator's skip (see ``Client.skip``) if its step is still failed: its
+        next attempt may have succeeded since the operator looked."""
+        step = str(request.get("step"))
+        refusal = skip_refusal(self.state, step)
+        if refusal is not None:
+            logger.warning(
+                "saga %s: an operator's skip is not applied: step %r %s",
+                *(self.state.id, step, refusal),
+                extra=self.facts(),
+            )
+            return
+        skipped = {k: request.get(k) for k in ("by", "note", "result")}
+        self.journal.add(RecordTypes.OPERATOR_SKIPPED, step, 0, encode(skipped))
 
     async def _forward(self) -> None:
         """Run the next step's action once (this is the hot path, so it is written flat)."""
@@ -178,18 +215,19 @@ class Driver:
         if outcome.error is None:
             self.journal.add(RecordTypes.STEP_SUCCEEDED, step.name, attempt, outcome.result)
             return
-        policy_attempt = attempt - step_state.retry_base
-        retry_at = _retry_at(step.retry_policy, policy_attempt, outcome)
+        policy, policy_attempt = self.retries[state.cursor], attempt - step_state.retry_base
+        retry_at = _retry_at(policy, policy_attempt, outcome)
         failed = encode({"error": outcome.error, "retry_at": retry_at})
         self.journal.add(RecordTypes.STEP_FAILED, step.name, attempt, failed)
         self._log_failure("step", step.name, attempt, "action", outcome.error, retry_at)
         if retry_at is not None:
             return
-        reason = f"step {step.name!r} failed: {outcome.error['message']}"
+        message = outcome.error["message"]
         if before_pivot:
-            self._begin_compensation(reason)
-        else:
-            self._needs_attention(reason, [])
+            self._begin_compensation(f"step {step.name!r} failed: {message}")
+        else:  # past the point of no return: only a person can decide what now
+            exhausted = policy.attempts is not None and policy_attempt >= policy.attempts
+            self._needs_attention(_gave_up(step.name, attempt, exhausted, message), [])
 
     async def _compensate(self) -> None:
         state, saga = self.state, self.plan.saga
@@ -279,12 +317,13 @@ class Driver:
     async def _wait_until(self, due_at: float | None) -> bool:
         """Wait for ``due_at`` (None: for ever) or a message, whichever comes first.
 
-        Returns whether the saga still goes the way it went (a message may cancel it).
+        Returns whether the saga still goes the way it went (a message may cancel it, or
+        mark the step it waits to retry done).
         Waits here in the process unless they are handed back, in which case the drive
         ends and the store keeps the due time.
         """
         await self.flush()
-        status = self.state.status
+        status, cursor = self.state.status, self.state.cursor
         if self.hand_back and (due_at is None or due_at - time.time() > _SHORT_WAIT):
             raise Suspended(due_at)
         async with self.store.watch(self.state.id) as change:
@@ -296,7 +335,7 @@ class Driver:
                     await change.wait(left)
         await self.take_messages()
         await self.flush()
-        return self.state.status is status
+        return self.state.status is status and self.state.cursor == cursor
 
     def _begin_compensation(self, reason: str) -> None:
         self.journal.add(RecordTypes.SAGA_COMPENSATING, None, 0, encode({"reason": reason}))
@@ -366,6 +405,15 @@ def _remaining(timeout: float | None, step_state: StepState) -> float | None:
     return max(step_state.started_at + timeout - time.time(), 0.0)
 
 
+def _gave_up(step: str, attempts: int, exhausted: bool, message: str) -> str:
+    """Why a step after the pivot is not tried again: it used up its attempts (its own
+    limit, or the worker's ``max_attempts``), or it failed in a way no retry mends."""
+    if not exhausted:
+        return f"step {step!r} failed after the pivot: {message}"
+    times = "once" if attempts == 1 else f"{attempts} times"
+    return f"step {step!r} failed {times} after the pivot: {message}"
+
+
 def _retry_at(policy: Retry, attempt: int, outcome: _CallResult) -> float | None:
     error = outcome.exception
     if error is None or isinstance(error, _FINAL):
@@ -428,10 +476,53 @@ def _recorded(value: Any, saga: str, step: str) -> _CallResult:
 
 
 def _describe(error: BaseException) -> dict[str, str]:
+    """``error`` as the log keeps it (an :class:`~sagakit.log.ErrorInfo`)."""
     kind = type(error)
     name = (
         kind.__qualname__
         if kind.__module__ == "builtins"
         else f"{kind.__module__}.{kind.__qualname__}"
     )
-    return {"type": name, "message": str(error) or name}
+    described = {"type": name, "message": str(error) or name}
+    stack = _traceback(error)
+    if stack is not None:
+        described["traceback"] = stack
+    return described
+
+
+TRACEBACK_LIMIT = 4000
+"""Characters of a traceback the log keeps: its end is what an operator reads, and a deep
+recursion or a huge message must not make a record of megabytes."""
+_TRACEBACK_LINE = 500
+"""Characters kept of one line of it, so a huge message leaves room for the frames."""
+
+
+def _traceback(error: BaseException) -> str | None:
+    """Where ``error`` was raised, from below the driver's frame that caught it.
+
+    An error sagakit makes without raising it (a result that is not JSON, a saga past its
+    deadline) gets none: no user code was on its stack, and its message says it all. A
+    timeout gets the stack of the call it cut off, the one clue to where that call hung.
+    """
+    raised = error.__context__ if isinstance(error, StepTimeoutError) else error
+    if raised is None or raised.__traceback__ is None:
+        return None
+    stack = raised.__traceback__
+    return _bounded("".join(traceback.format_exception(type(error), error, stack.tb_next)))
+
+
+def _bounded(text: str) -> str:
+    """``text`` if it is short enough; else its last lines (a long one cut) after a line
+    saying how many characters were left out."""
+    if len(text) <= TRACEBACK_LIMIT:
+        return text
+    budget = TRACEBACK_LIMIT - 40  # the first line's room
+    kept: list[str] = []
+    for line in reversed(text.splitlines(keepends=True)):
+        shown = line if len(line) <= _TRACEBACK_LINE else line[: _TRACEBACK_LINE - 2] + "…\n"
+        if len(shown) > budget:
+            break
+        kept.append(shown)
+        budget -= len(shown)
+    cut = len(text) - sum(map(len, kept))
+    return f"... {cut} characters cut\n" + "".join(reversed(kept))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -19,24 +20,28 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sagakit._retry import Retry
 from sagakit.errors import (
+    InvalidArgumentError,
     SagaDefinitionError,
     UnknownSagaError,
     UnregisteredSagaError,
 )
-from sagakit.log import Attention, Journal, Results, SagaState, SagaStatus
+from sagakit.log import Attention, Instance, Journal, Results, SagaState, SagaStatus
 from sagakit.log._codec import encode
-from sagakit.log._fast import RecordTypes, SagaStatuses
+from sagakit.log._fast import RecordTypes, SagaStatuses, StepStatuses
 from sagakit.log._records import TERMINAL
 from sagakit.orchestration._definition import Saga
 from sagakit.orchestration._driver import Driver
 from sagakit.orchestration._plan import Plan, log_fields, new_saga_id
-from sagakit.store import Store, StoredSaga
+from sagakit.store import ANY_INSTANCE, Store, StoredSaga, Watch
 
 logger = logging.getLogger("sagakit.orchestration")
 
 DEFAULT_LEASE = 30.0
 """Seconds an engine holds an instance without renewing; renewed every third of it."""
+PROGRESS_EVERY = 5.0
+"""Seconds between the lines that say whose leases a resume is waiting for."""
 
 
 @dataclass(slots=True)
@@ -54,9 +59,16 @@ class SagaResult:
     failed_compensations: tuple[str, ...] = ()
     due_at: float | None = None
     """For an unfinished saga handed back to the store: when it is due again."""
+    waiting_for: str | None = None
+    """For an unfinished saga: the signal a step waits for (``ctx.wait_for``), if any."""
+    retrying: str | None = None
+    """For an unfinished saga: the step whose next attempt (or compensation's) is due."""
 
     @classmethod
     def of(cls, state: SagaState, due_at: float | None = None) -> SagaResult:
+        signal = retrying = None
+        if state.status not in TERMINAL:
+            signal, retrying = _awaited(state)
         return cls(
             state.id,
             state.name,
@@ -66,7 +78,19 @@ class SagaResult:
             state.reason,
             tuple(state.failed_compensations),
             due_at,
+            signal,
+            retrying,
         )
+
+
+def _awaited(state: SagaState) -> tuple[str | None, str | None]:
+    """What an unfinished instance waits for: a signal (its name), or a retry (the step)."""
+    for step in state.steps:
+        if step.status is StepStatuses.WAITING and step.waiting is not None:
+            return step.waiting["signal"], None
+        if step.retry_at is not None:
+            return None, step.name
+    return None, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +113,10 @@ class Engine:
     ``hand_back=True`` (what workers use) ends a drive at every wait longer than a moment
     (a retry's back-off, a wait for a message) and leaves the due time to the store, so no
     coroutine and no worker is held; otherwise the engine waits in this process.
+
+    ``max_attempts`` caps the retriable steps (after the pivot) whose policy has no limit:
+    one that fails that often leaves its saga ``needs_attention``, where an operator sees
+    it, instead of retrying for ever; ``Client.retry`` grants it as many again.
     """
 
     def __init__(
@@ -99,12 +127,17 @@ class Engine:
         owner: str | None = None,
         lease: float = DEFAULT_LEASE,
         hand_back: bool = False,
+        max_attempts: int | None = None,
     ) -> None:
+        if max_attempts is not None and max_attempts < 1:
+            raise InvalidArgumentError(f"max_attempts must be at least 1, not {max_attempts}")
         self.store = store
         self.owner = owner or default_owner()
         self.lease = lease
         self.hand_back = hand_back
+        self.max_attempts = max_attempts
         self._sagas: dict[tuple[str, int], Plan] = {}
+        self._retries: dict[tuple[str, int], tuple[Retry, ...]] = {}
         self._active: dict[str, list[asyncio.Future[SagaResult]]] = {}
         self._drivers: dict[str, Driver] = {}
         self._renewal: asyncio.TimerHandle | None = None
@@ -124,6 +157,8 @@ class Engine:
         if not saga.steps:
             raise SagaDefinitionError(saga.name, "a saga needs at least one step")
         self._sagas[(saga.name, saga.version)] = Plan(saga)
+        policies = tuple(step.retry_capped(self.max_attempts) for step in saga.steps)
+        self._retries[(saga.name, saga.version)] = policies
 
     async def run(self, saga: Saga, input: Any = None, *, saga_id: str | None = None) -> SagaResult:
         """Start an instance and drive it to a terminal status (or, handing waits back,
@@ -140,7 +175,7 @@ class Engine:
         saga_id = saga_id or new_saga_id()
         if saga_id in self._active:
             return await self._join(saga_id)
-        driver = Driver(self.store, plan, plan.begin(saga_id, input), self.hand_back)
+        driver = self._driver(plan, plan.begin(saga_id, input))
         return await self._track(saga_id, self._start(driver))
 
     async def resume(
@@ -149,11 +184,13 @@ class Engine:
         """Carry on every unfinished instance nobody else holds, concurrently; their results.
 
         Instances whose holder stopped renewing (it died) are taken once the lease lapses;
-        ``wait`` is how long to wait for such lapses, from now. One instance's error does
-        not stop the others: with ``report`` every outcome is reported as it comes, errors
+        ``wait`` is how long to wait for such lapses, from now, saying every few seconds
+        whose leases it waits for (an ``INFO`` record). One instance's error does not stop
+        the others: with ``report`` every outcome is reported as it comes, errors
         included; without it the first error is raised once all are done.
         """
         deadline = time.time() + wait
+        progress = LeaseProgress(self.owner)
         outcomes: list[DriveReport] = []
 
         async def one(claimed: StoredSaga) -> None:
@@ -166,15 +203,16 @@ class Engine:
             if report is not None:
                 report(outcome)
 
-        while True:
-            claimed = await self.store.claim(self.owner, 1_000, self.lease, due_only=False)
-            if claimed:
-                await asyncio.gather(*(one(stored) for stored in claimed))
-                continue
-            lapse = await self._next_lapse(deadline)
-            if lapse is None:
-                break
-            await asyncio.sleep(max(lapse - time.time(), 0.0))  # a known instant, not a guess
+        async with self.store.watch(ANY_INSTANCE) as news:
+            while True:
+                claimed = await self.store.claim(self.owner, 1_000, self.lease, due_only=False)
+                if claimed:
+                    await asyncio.gather(*(one(stored) for stored in claimed))
+                    continue
+                lapse = progress.next_lapse(await self.store.unfinished(), deadline)
+                if lapse is None:
+                    break
+                await progress.wait(news, lapse)
         errors = [o.error for o in outcomes if o.error is not None]
         if errors and report is None:
             raise errors[0]
@@ -213,15 +251,9 @@ class Engine:
         if driver is not None:
             driver.check_inbox = True
 
-    async def _next_lapse(self, deadline: float) -> float | None:
-        """When the next lease held by someone else lapses, if that is before ``deadline``."""
-        lapses = [
-            i.lease_expires
-            for i in await self.store.unfinished()
-            if i.lease_owner not in (None, self.owner) and i.lease_expires is not None
-        ]
-        soonest = min(lapses, default=None)
-        return soonest if soonest is not None and soonest <= deadline else None
+    def _driver(self, plan: Plan, journal: Journal) -> Driver:
+        key = (plan.saga.name, plan.saga.version)
+        return Driver(self.store, plan, journal, self.hand_back, self._retries[key])
 
     async def _join(self, saga_id: str) -> SagaResult:
         """Wait for the outcome of an instance this engine is already driving."""
@@ -321,7 +353,7 @@ class Engine:
                 extra=log_fields(saga_id, state.name, state.version),
             )
             return SagaResult.of(state)
-        driver = Driver(self.store, plan, journal, self.hand_back)
+        driver = self._driver(plan, journal)
         driver.check_inbox = stored.last_message > state.last_message  # woken by a message?
         return await self._drive(driver)
 
@@ -340,3 +372,43 @@ def _unfit(state: SagaState, plan: Plan | None, plans: dict[tuple[str, int], Pla
             f"{registered}: changing a definition needs a new version"
         )
     return None
+
+
+class LeaseProgress:
+    """Waiting for the leases others hold to lapse (a holder that died stops renewing),
+    saying at most every :data:`PROGRESS_EVERY` seconds whose leases, and how long."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.held: dict[str, list[float]] = {}
+        """Lease expiries by holder, as last read: those lapsing by the deadline."""
+        self._say_at = 0.0
+
+    def next_lapse(self, rows: Iterable[Instance], deadline: float) -> float | None:
+        """When the first lease another holder has on ``rows`` lapses, if one lapses by
+        ``deadline`` (a live holder renews past it, so it is not waited for)."""
+        held: dict[str, list[float]] = {}
+        for row in rows:
+            holder, expires = row.lease_owner, row.lease_expires
+            if holder is None or holder == self.owner or expires is None or expires > deadline:
+                continue
+            held.setdefault(holder, []).append(expires)
+        self.held = held
+        return min((min(expiries) for expiries in held.values()), default=None)
+
+    async def wait(self, news: Watch, until: float) -> None:
+        """Wait for ``until`` or news of due work, saying whose leases hold things up if
+        it is time to; returns early, at the next line due, to say it."""
+        now = time.time()
+        if self.held and now >= self._say_at:
+            self._say_at = now + PROGRESS_EVERY
+            for holder, expiries in sorted(self.held.items()):
+                left = max(math.ceil(max(expiries) - now), 0)
+                logger.info(
+                    "waiting %d s for the lease of %d saga(s) held by %s",
+                    *(left, len(expiries), holder),
+                    extra={"lease_owner": holder, "sagas": len(expiries), "seconds": left},
+                )
+        if self.held:
+            until = min(until, self._say_at)
+        await news.wait(max(until - now, 0.0))

@@ -1,5 +1,6 @@
 """What every run of a registered saga shares, and the facts both the engine and the client
-derive from a saga's log: ids, idempotency keys, the cancel message, the point of no return."""
+derive from a saga's log: ids, idempotency keys, the cancel and skip messages, the point of no
+return, and when a step may be skipped."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from typing import Any
 from sagakit.errors import SerializationError
 from sagakit.log import Journal, SagaState, StepMeta
 from sagakit.log._codec import ENCODE_ERRORS, encode
-from sagakit.log._fast import StepKinds, StepStatuses
+from sagakit.log._fast import SagaStatuses, StepKinds, StepStatuses
 from sagakit.orchestration._definition import Saga
 
 CANCEL = "sagakit.cancel"
 """The inbox message that asks a running saga to compensate."""
+SKIP = "sagakit.skip"
+"""The inbox message that tells a running saga an operator did its failing step by hand."""
 
 
 def passed_pivot(state: SagaState) -> bool:
@@ -24,6 +27,28 @@ def passed_pivot(state: SagaState) -> bool:
         or (s.kind == StepKinds.RETRIABLE.value and s.attempts > 0)
         for s in state.steps
     )
+
+
+def skip_refusal(state: SagaState, step: str) -> str | None:
+    """Why an operator may not mark ``step`` done now (a phrase that follows "step 'x'"),
+    or None if they may.
+
+    Only a forward step whose latest call failed can be skipped: one retrying (its saga
+    running) or failed for good (its saga needing attention). A call in flight or waiting
+    may still succeed, and a compensating saga is undoing steps, not doing them.
+    """
+    target = state.by_name.get(step)
+    if target is None:
+        return f"is not one of its steps ({', '.join(state.by_name)})"
+    status = state.status
+    going = state.before_attention if status is SagaStatuses.NEEDS_ATTENTION else status
+    if going is SagaStatuses.COMPENSATING:
+        return "cannot be skipped while the saga compensates: only steps going forward can"
+    if status is not SagaStatuses.RUNNING and status is not SagaStatuses.NEEDS_ATTENTION:
+        return f"cannot be skipped: the saga is {status.value}"
+    if target.status is not StepStatuses.FAILED:
+        return f"did not fail (it is {target.status.value})"
+    return None
 
 
 class Plan:

@@ -12,12 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from sagakit.errors import InvalidArgumentError
+from sagakit.log import Instance
 from sagakit.orchestration._definition import Saga
-from sagakit.orchestration._engine import DEFAULT_LEASE, DriveReport, Engine
+from sagakit.orchestration._engine import (
+    DEFAULT_LEASE,
+    DriveReport,
+    Engine,
+    LeaseProgress,
+    SagaResult,
+)
 from sagakit.orchestration._plan import log_fields
 from sagakit.store import ANY_INSTANCE, Store, StoredSaga, Watch
 
@@ -39,10 +47,13 @@ class Worker:
         poll: float = 1.0,
         owner: str | None = None,
         report: Report | None = None,
+        max_attempts: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be at least 1, not {concurrency}")
-        self.engine = Engine(store, sagas, owner=owner, lease=lease, hand_back=True)
+        self.engine = Engine(
+            store, sagas, owner=owner, lease=lease, hand_back=True, max_attempts=max_attempts
+        )
         self.concurrency = concurrency
         self.poll = poll
         self.report = report or (lambda outcome: None)
@@ -86,18 +97,7 @@ class Worker:
         self._slot_freed.set()
 
     async def _drive(self, claimed: StoredSaga) -> None:
-        try:
-            result = await self.engine.drive_claimed(claimed)
-        except Exception as error:  # one saga's trouble must not stop the worker
-            instance = claimed.instance
-            logger.exception(
-                "saga %s: the drive failed, its lease is handed back",
-                instance.id,
-                extra=log_fields(instance.id, instance.name, instance.version),
-            )
-            self.report(DriveReport(instance.id, error=error))
-        else:
-            self.report(DriveReport(claimed.instance.id, result=result))
+        self.report(await drive_reported(self.engine, claimed))
 
     async def _idle(self, stop: asyncio.Event, news: Watch) -> None:
         """Wait for a reason to claim again: a freed slot when full, else news of due work
@@ -125,9 +125,130 @@ class Worker:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+async def drive_reported(engine: Engine, claimed: StoredSaga) -> DriveReport:
+    """Drive a claimed instance; its trouble is logged and reported, never raised, so one
+    saga cannot stop a worker or a pass."""
+    try:
+        result = await engine.drive_claimed(claimed)
+    except Exception as error:
+        instance = claimed.instance
+        logger.exception(
+            "saga %s: the drive failed, its lease is handed back",
+            instance.id,
+            extra=log_fields(instance.id, instance.name, instance.version),
+        )
+        return DriveReport(instance.id, error=error)
+    return DriveReport(claimed.instance.id, result=result)
+
+
+DUE_SOON = 5.0
+"""Seconds of short waits (a back-off) one pass of :func:`resume_all` sees a saga through,
+from its first drive in the pass; a saga due later is left to the next worker."""
+
+
 async def resume_all(
-    store: Store, sagas: Iterable[Saga], *, lease: float = DEFAULT_LEASE, report: Report
-) -> None:
-    """Drive every unfinished instance nobody holds to its end, waiting up to one ``lease``
-    for the leases of dead holders to lapse: ``sagakit worker --once``, for after a crash."""
-    await Engine(store, sagas, lease=lease).resume(wait=lease, report=report)
+    store: Store,
+    sagas: Iterable[Saga],
+    *,
+    lease: float = DEFAULT_LEASE,
+    report: Report,
+    concurrency: int = 16,
+    max_attempts: int | None = None,
+    soon: float = DUE_SOON,
+) -> list[SagaResult]:
+    """One pass over the log, then return: ``sagakit worker --once``, for after a crash.
+
+    Takes every unfinished instance nobody holds and drives it as far as it goes now; one
+    that would wait (a back-off, a ``wait_for``, a message) is handed back with its due
+    time, and driven again in this pass only if that is within ``soon`` seconds. Leases
+    others hold are waited for up to one ``lease`` (a dead holder's lapse), saying whose.
+    Every drive is reported as it ends; returns each instance's outcome as the pass left
+    it, the unfinished ones with what they wait for and until when. No lease is kept.
+    """
+    if concurrency < 1:
+        raise InvalidArgumentError(f"concurrency must be at least 1, not {concurrency}")
+    engine = Engine(store, sagas, lease=lease, hand_back=True, max_attempts=max_attempts)
+    return await _Pass(engine, concurrency, soon, report).run()
+
+
+class _Pass:
+    """The state of one :func:`resume_all`: what it drove, when first, and what failed."""
+
+    def __init__(self, engine: Engine, concurrency: int, soon: float, report: Report) -> None:
+        self.engine = engine
+        self.concurrency = concurrency
+        self.soon = soon
+        self.report = report
+        self.started = time.time()
+        self.first: dict[str, float] = {}
+        """When each instance was first driven in this pass: its short waits count from then."""
+        self.outcomes: dict[str, SagaResult] = {}
+        self.failed: set[str] = set()
+        """Instances whose drive raised: handed back due, but not driven again here."""
+
+    async def run(self) -> list[SagaResult]:
+        store, owner = self.engine.store, self.engine.owner
+        progress = LeaseProgress(owner)
+        # Watch before looking, so work made due in between wakes the wait.
+        async with store.watch(ANY_INSTANCE) as news:
+            await self._sweep(await store.unfinished())
+            while True:
+                limit = self.concurrency + len(self.failed)
+                claimed = await store.claim(owner, limit, self.engine.lease)
+                fresh = [c for c in claimed if c.instance.id not in self.failed]
+                for stale in (c for c in claimed if c.instance.id in self.failed):
+                    await store.release(owner, stale.instance.id, time.time())
+                if fresh:
+                    await asyncio.gather(*(self._drive(stored) for stored in fresh))
+                    continue
+                rows = await store.unfinished()
+                lapse = progress.next_lapse(rows, self.started + self.engine.lease)
+                wakes = [t for t in (lapse, self._next_due(rows)) if t is not None]
+                if not wakes:
+                    return list(self.outcomes.values())
+                await progress.wait(news, min(wakes))
+
+    async def _sweep(self, rows: list[Instance]) -> None:
+        """Drive, ``concurrency`` at a time, every unfinished instance nobody else holds."""
+        store, owner, lease = self.engine.store, self.engine.owner, self.engine.lease
+        now, slots = time.time(), asyncio.Semaphore(self.concurrency)
+
+        async def one(saga_id: str) -> None:
+            async with slots:
+                if not await store.acquire(owner, saga_id, lease):
+                    return  # someone took it meanwhile
+                stored = await store.load(saga_id)
+                if stored is not None:
+                    await self._drive(stored)
+
+        free = [r.id for r in rows if r.lease_owner is None or _lapsed(r, now)]
+        await asyncio.gather(*(one(saga_id) for saga_id in free))
+
+    async def _drive(self, claimed: StoredSaga) -> None:
+        saga_id = claimed.instance.id
+        self.first.setdefault(saga_id, time.time())
+        outcome = await drive_reported(self.engine, claimed)
+        if outcome.result is None:
+            self.failed.add(saga_id)
+            self.outcomes.pop(saga_id, None)
+        else:
+            self.outcomes[saga_id] = outcome.result
+        self.report(outcome)
+
+    def _next_due(self, rows: list[Instance]) -> float | None:
+        """The soonest due time among instances nobody holds that this pass still sees to:
+        each within ``soon`` of its first drive here (or of the pass's start)."""
+        owner, due = self.engine.owner, []
+        for row in rows:
+            if row.due_at is None or row.id in self.failed:
+                continue
+            if row.lease_owner in (None, owner) and row.due_at <= self._horizon(row.id):
+                due.append(row.due_at)
+        return min(due, default=None)
+
+    def _horizon(self, saga_id: str) -> float:
+        return self.first.get(saga_id, self.started) + self.soon
+
+
+def _lapsed(row: Instance, now: float) -> bool:
+    return row.lease_expires is not None and row.lease_expires <= now
