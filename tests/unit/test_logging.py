@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 
 from sagakit import Engine, MemoryStore, Saga, SagaStatus, StepContext, idempotency_key
+from sagakit.cli._logs import JsonLines
 
 
 def failing_saga() -> Saga:
@@ -43,3 +45,13 @@ async def test_a_compensated_saga_leaves_structured_records(
     assert any(r.getMessage().startswith("saga o-1 compensates") for r in ours)
     done = [r for r in ours if r.getMessage() == "saga o-1 compensated"]
     assert len(done) == 1 and done[0].levelno == logging.INFO
+
+
+def test_a_json_line_keeps_the_fields_of_a_lease_wait() -> None:
+    record = logging.LogRecord(
+        "sagakit.orchestration", logging.INFO, __file__, 1, "waiting %d s", (23,), None
+    )
+    record.__dict__.update(lease_owner="host:42:ab", sagas=10, seconds=23)
+    line = json.loads(JsonLines().format(record))
+    assert line["message"] == "waiting 23 s"
+    assert (line["lease_owner"], line["sagas"], line["seconds"]) == ("host:42:ab", 10, 23)

@@ -59,6 +59,7 @@ PUBLIC: dict[str, list[str]] = {
         "SignalTimeoutError",
         "SqliteDatabase",
         "Step",
+        "StepActionError",
         "StepContext",
         "StepKind",
         "StepStatus",

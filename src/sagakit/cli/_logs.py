@@ -26,6 +26,9 @@ FIELDS = (
     "event_id",
     "stream",
     "service",
+    "lease_owner",
+    "sagas",
+    "seconds",
 )
 """The ``extra=`` fields sagakit's log records may carry."""
 
