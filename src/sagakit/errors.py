@@ -21,6 +21,7 @@
     │   ├── InvalidStoreURLError*      the --db URL is malformed (path, schema name, pool size)
     │   ├── UnsupportedDatabaseError*  the --db URL names a scheme we do not support
     │   ├── SchemaVersionError         the database was made by a newer sagakit
+    │   ├── StoreUnavailableError      the database cannot be reached now (down, restarting)
     │   └── ConcurrentUpdateError      someone else appended to the same instance
     ├── MalformedEventError        bytes that are not a sagakit event (says what is wrong)
     ├── LocalDatabaseError         a service's own database (its outbox, its inbox) fails
@@ -63,6 +64,7 @@ __all__ = [
     "StepActionError",
     "StepTimeoutError",
     "StoreError",
+    "StoreUnavailableError",
     "UnknownSagaError",
     "UnregisteredSagaError",
     "UnsupportedBrokerError",
@@ -180,6 +182,13 @@ class SchemaVersionError(StoreError):
         )
         self.found = found
         self.supported = supported
+
+
+class StoreUnavailableError(StoreError):
+    """The saga log's database cannot be reached now: it is down, restarting, refusing
+    connections, or did not answer in time. Waiting may mend it; a bad password, a missing
+    database or a newer schema is a plain :class:`StoreError` instead, which waiting never
+    mends. The message names the database (without its password) and what happened."""
 
 
 class ConcurrentUpdateError(StoreError):

@@ -23,10 +23,9 @@ from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import RecordType
 from sagakit.store import Store
 from sagakit.store._base import ANY_INSTANCE
+from sagakit.store._postgres_schema import CHANNEL, WORK_CHANNEL
 from sagakit.store.postgres import (
-    CHANNEL,
     SCHEMA_VERSION,
-    WORK_CHANNEL,
     PostgresStore,
     _Append,
     _Create,

@@ -136,11 +136,11 @@ def test_failing_step_error_and_stuck(db: str) -> None:
 def test_counts_per_saga_and_status(db: str) -> None:
     lines = listed(db, "--count").stdout.splitlines()
     rows = {tuple(line.split()[:2]): line.split()[-1] for line in lines}
-    assert rows[("order", "completed")] == str(ORDERS - len(DECLINED))
-    assert rows[("order", "needs_attention")] == str(len(DECLINED))
-    assert rows[("approval", "running")] == "1"
+    assert rows[("order@1", "completed")] == str(ORDERS - len(DECLINED))
+    assert rows[("order@1", "needs_attention")] == str(len(DECLINED))
+    assert rows[("approval@1", "running")] == "1"
     counted = json.loads(listed(db, "--count", "--json").stdout)
-    assert {"name": "order", "status": "needs_attention", "count": 2} in counted
+    assert {"name": "order", "version": 1, "status": "needs_attention", "total": 2} in counted
 
 
 def test_jsonl_is_one_object_a_line_with_the_scheduling_facts(db: str) -> None:

@@ -172,8 +172,8 @@ async def test_retry_from_a_step_waiting_out_a_back_off_runs_it_now_with_a_fresh
     slow = shop_saga(shop, LONG_BACKOFF)
     running = await Engine(store, [slow], hand_back=True).run(slow, {}, saga_id="s")
     assert running.status is SagaStatus.RUNNING  # handed back for an hour
-    other = Saga("other", 1).add(_noop, compensate=_noop)
-    await Engine(store, [other]).resume_saga("s")  # a worker without the shop saga
+    changed = Saga("shop", 1).add(_noop, compensate=_noop)  # shop@1 redefined in place
+    await Engine(store, [changed]).resume_saga("s")
     assert (await Client(store).state("s")).status is SagaStatus.NEEDS_ATTENTION
     shop.down.clear()
 

@@ -24,10 +24,10 @@ from sagakit import (
     StepContext,
     StepStatus,
     UnknownSagaError,
+    UnregisteredSagaError,
     idempotency_key,
 )
 from sagakit.log import Record, RecordType
-from sagakit.store import InstanceFilter
 
 
 def three_steps(rec: Recorder, name: str = "order", version: int = 1) -> Saga:
@@ -226,7 +226,9 @@ async def test_crash_after_the_decision_to_compensate_resumes_compensating() -> 
     assert rec.order() == [("action", "a"), ("action", "b"), ("compensation", "a")]
 
 
-async def test_unregistered_definition_needs_attention_and_others_still_resume() -> None:
+async def test_an_unregistered_definition_is_left_alone_and_others_still_resume() -> None:
+    """A saga this engine does not know is never touched: it waits, as it was, for an
+    engine that registers its version (in a rolling deploy, the next worker)."""
     rec = Recorder()
     old = three_steps(rec, "legacy", 1)
     kept = three_steps(rec, "order", 1)
@@ -235,43 +237,35 @@ async def test_unregistered_definition_needs_attention_and_others_still_resume()
         await Engine(store).run(old, saga_id="old")
     with pytest.raises(Crash):
         await Engine(store).run(kept, saga_id="kept")
+    before = await store.load("old")
     calls_before = len(rec.calls)
 
     engine = Engine(store, [kept, Saga("legacy", 2).add(rec.action("z"), kind="pivot")])
     results = {r.saga_id: r for r in await engine.resume()}
 
-    assert set(results) == {"old", "kept"}
+    assert set(results) == {"kept"}
     assert results["kept"].status is SagaStatus.COMPLETED
-    stranded = results["old"]
-    assert stranded.status is SagaStatus.NEEDS_ATTENTION
-    assert stranded.reason is not None
-    assert "'legacy' version 1 is not registered" in stranded.reason
-    assert "legacy@2" in stranded.reason
-    assert "order@1" in stranded.reason
-    assert stranded.failed_compensations == ()
-    # nothing of the unknown definition ran; the known one re-ran b and ran c
     assert [(c.role, c.step) for c in rec.calls[calls_before:]] == [
         ("action", "b"),
         ("action", "c"),
     ]
-    state = await engine.status("old")
-    assert state.status is SagaStatus.NEEDS_ATTENTION
-    assert state.records[-1].type is RecordType.SAGA_NEEDS_ATTENTION
-    flagged = await store.instances(InstanceFilter(statuses={SagaStatus.NEEDS_ATTENTION}))
-    assert [(i.id, i.name, i.version) for i in flagged] == [("old", "legacy", 1)]
-    assert await store.unfinished() == []
+    after = await store.load("old")
+    assert after is not None and before is not None
+    assert after.records == before.records and after.instance.status is SagaStatus.RUNNING
+    with pytest.raises(UnregisteredSagaError, match="'legacy' version 1 is not registered"):
+        await engine.resume_saga("old")
+    [result] = await Engine(store, [old]).resume()
+    assert result.status is SagaStatus.COMPLETED
 
 
-async def test_unregistered_definition_with_no_sagas_registered_says_none() -> None:
+async def test_an_engine_with_no_sagas_registered_resumes_nothing() -> None:
     rec = Recorder()
     saga = three_steps(rec)
     store = MemoryStore()
     with pytest.raises(Crash):
         await Engine(store).run(saga, saga_id="x")
-    [result] = await Engine(store).resume()
-    assert result.status is SagaStatus.NEEDS_ATTENTION
-    assert result.reason is not None
-    assert "registered: none" in result.reason
+    assert await Engine(store).resume() == []
+    assert [i.id for i in await store.unfinished()] == ["x"]
 
 
 async def test_resume_with_nothing_unfinished_does_nothing() -> None:

@@ -12,6 +12,9 @@ Rules it keeps, and why:
   (without its password), and tries again, with one saga's events before the rest; it
   never spins. Once publishing works again it logs the backlog left, and when it has
   caught up.
+- When the service's own database fails (the outbox cannot be read or marked), the relay
+  waits the same way, for as long as it takes, saying once that it lost the database and
+  once that it is back: an outage is one state, not a line a pass.
 - A service calls :meth:`Relay.wake` after each commit so an event leaves at once; the
   poll finds rows written by other processes or left by a crash.
 """
@@ -24,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sagakit._retry import Retry
+from sagakit._retry import Outage, Retry
 from sagakit.bus import Broker
 from sagakit.choreography._logging import event_fields, logger
 from sagakit.choreography._outbox import LocalDatabase, Pending
@@ -74,6 +77,7 @@ class Relay:
         self.published = 0
         """Events this relay has published and marked sent."""
         self._wakeup = asyncio.Event()
+        self._database = Outage(logger, name)  # says so; the back-off is the relay's own
         self._failing = False
         self._slots = asyncio.Semaphore(in_flight)
 
@@ -91,9 +95,13 @@ class Relay:
             if outcome.error is not None:
                 failures += 1
                 delay = self.retry.delay(failures)
-                self._log_failure(outcome, failures, delay)
+                if outcome.failed is None:  # the database failed, not the broker
+                    self._database.failed(outcome.error)
+                else:
+                    self._log_failure(outcome, failures, delay)
                 await _first_of([stop], delay)  # a wake must not cut a back-off short
                 continue
+            self._database.back()
             if failures:
                 catching_up = await self._log_recovery(failures)
             failures = 0

@@ -81,3 +81,13 @@ By = Annotated[
     str | None,
     typer.Option("--by", help="Who acts, for the log (default: user@host)."),
 ]
+
+
+def plain_columns(rows: list[list[str]]) -> str:
+    """Rows as plain text, each column padded to its widest cell: nothing cut or coloured,
+    so what is piped to grep and cut is all there."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

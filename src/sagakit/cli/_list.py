@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sagakit._timeline import local_time, printable, status_text
-from sagakit.cli._common import DEFAULT_DB, AsJson, Db, app, echo_json, opened, run
+from sagakit.cli._common import DEFAULT_DB, AsJson, Db, app, echo_json, opened, plain_columns, run
 from sagakit.cli._filters import Filters, with_filters
 from sagakit.log import SagaState, StepStatus
 from sagakit.operations import Page, Query, SagaView, count, find
@@ -83,12 +83,12 @@ async def _count(url: str, query: Query, now: float) -> list[Count]:
 
 def _print_counts(counts: list[Count], as_json: bool) -> None:
     if as_json:
-        echo_json([{"name": c.name, "status": c.status.value, "count": c.total} for c in counts])
+        echo_json([{**c._asdict(), "status": c.status.value} for c in counts])
         return
     rows = [["saga", "status", "count"]]
-    rows += [[printable(c.name), c.status.value, str(c.total)] for c in counts]
+    rows += [[printable(f"{c.name}@{c.version}"), c.status.value, str(c.total)] for c in counts]
     rows.append(["total", "", str(sum(c.total for c in counts))])
-    typer.echo(_columns(rows))
+    typer.echo(plain_columns(rows))
 
 
 def _table(views: list[SagaView], now: float) -> Table:
@@ -108,15 +108,7 @@ def _table(views: list[SagaView], now: float) -> Table:
 
 def _plain_table(views: list[SagaView], now: float) -> str:
     """The list as plain text: columns padded to their widest cell, nothing cut or coloured."""
-    return _columns([_HEADINGS, *(_cells(view, now) for view in views)])
-
-
-def _columns(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    return plain_columns([_HEADINGS, *(_cells(view, now) for view in views)])
 
 
 def _cells(view: SagaView, now: float) -> list[str]:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from enum import StrEnum
 from typing import Annotated
 
 import typer
 
+from sagakit._retry import Outage
 from sagakit._signals import stop_on_signals
 from sagakit._timeline import local_time, printable
 from sagakit.cli._common import (
@@ -21,7 +26,7 @@ from sagakit.cli._common import (
     run,
 )
 from sagakit.cli._logs import LogFormat, logging_to_stderr
-from sagakit.errors import AppReferenceError
+from sagakit.errors import AppReferenceError, InvalidArgumentError, StoreUnavailableError
 from sagakit.log import SagaStatus
 from sagakit.orchestration import (
     DEFAULT_LEASE,
@@ -30,8 +35,10 @@ from sagakit.orchestration import (
     SagaResult,
     Worker,
     load_sagas,
+    on_queues,
     resume_all,
 )
+from sagakit.store import Store, open_store
 
 
 class LogLevel(StrEnum):
@@ -79,6 +86,20 @@ def worker(
             " needs attention (default: retried for ever).",
         ),
     ] = None,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", metavar="NAME", help="Only the sagas on this queue (repeatable)."),
+    ] = None,
+    give_up_after: Annotated[
+        float | None,
+        typer.Option(
+            "--give-up-after",
+            min=0.1,
+            metavar="SECONDS",
+            help="Exit (rc 1) once the database has been unreachable this long"
+            " (default: wait for it for ever).",
+        ),
+    ] = None,
     log_level: Annotated[
         LogLevel, typer.Option("--log-level", case_sensitive=False, help="Least severe logged.")
     ] = LogLevel.INFO,
@@ -91,13 +112,14 @@ def worker(
     if os.getcwd() not in sys.path:  # like `python -m`: the user's modules are importable
         sys.path.insert(0, os.getcwd())
     try:
-        sagas = load_sagas(app_ref)
-    except AppReferenceError as error:
+        sagas = on_queues(load_sagas(app_ref), queue or None)
+    except (AppReferenceError, InvalidArgumentError) as error:
         fail(str(error), 2)
     with logging_to_stderr(log_level.value, log_format):
         if once:
             raise typer.Exit(run(_once(db, sagas, concurrency, lease, max_attempts)))
-        raise typer.Exit(run(_work(db, sagas, concurrency, lease, poll, max_attempts)))
+        work = _work(db, sagas, concurrency, lease, poll, max_attempts, give_up_after)
+        raise typer.Exit(run(work))
 
 
 async def _once(
@@ -109,7 +131,8 @@ async def _once(
     def report(outcome: DriveReport) -> None:
         if outcome.error is not None:
             errors.add(outcome.saga_id)
-        if outcome.result is None or outcome.result.status.is_terminal:
+        result = outcome.result
+        if result is None or result.status.is_terminal or result.lost_lease:
             typer.echo(_describe(outcome))
 
     async with opened(url) as store:
@@ -132,6 +155,7 @@ async def _work(
     lease: float,
     poll: float,
     max_attempts: int | None,
+    give_up_after: float | None = None,
 ) -> int:
     outcomes: list[DriveReport] = []
 
@@ -139,7 +163,7 @@ async def _work(
         outcomes.append(outcome)
         typer.echo(_describe(outcome))
 
-    async with opened(url) as store:
+    async with _opened_when_up(url, give_up_after) as store:
         pool = Worker(
             store,
             sagas,
@@ -148,12 +172,35 @@ async def _work(
             poll=poll,
             report=report,
             max_attempts=max_attempts,
+            give_up_after=give_up_after,
         )
         names = ", ".join(s.key for s in sagas)
+        stop = stop_on_signals()  # before saying it started: a SIGTERM from then on is a stop
         typer.echo(f"worker {pool.owner} started ({names}); Ctrl-C or SIGTERM to stop")
-        await pool.run(stop_on_signals())
+        await pool.run(stop)
         typer.echo("worker stopped")
     return 1 if any(o.error is not None for o in outcomes) else 0
+
+
+@asynccontextmanager
+async def _opened_when_up(url: str, give_up_after: float | None) -> AsyncIterator[Store]:
+    """The store, once its database answers: a worker started while the database is down
+    or starting up waits for it as a running worker does, up to ``give_up_after``."""
+    outage = Outage(logging.getLogger("sagakit.cli"), "worker", give_up_after=give_up_after)
+    while True:
+        try:
+            store = await open_store(url)
+            break
+        except StoreUnavailableError as error:
+            delay = outage.failed(error)
+            if delay is None:
+                raise
+            await asyncio.sleep(delay)  # a back-off: nothing to wait for but time
+    outage.back()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def _describe(outcome: DriveReport) -> str:
@@ -162,6 +209,8 @@ def _describe(outcome: DriveReport) -> str:
     result = outcome.result
     assert result is not None
     line = f"{result.saga_id}  {result.name}@{result.version}  {result.status.value}"
+    if result.lost_lease:  # not an error: another worker carries the saga on
+        return line + f"  ({printable(result.lost_lease)})"
     return line + (f"  ({result.reason})" if result.reason else "")
 
 
@@ -186,7 +235,9 @@ def _summary(results: list[SagaResult], errors: int) -> str:
 def _waiting(result: SagaResult) -> str:
     """``<id> for signal 'paid' until <time>``, ``<id> retry of step 'email' at <time>``."""
     until = "" if result.due_at is None else local_time(result.due_at)
-    if result.waiting_for is not None:
+    if result.lost_lease:
+        what = printable(result.lost_lease)
+    elif result.waiting_for is not None:
         what = f"for signal '{printable(result.waiting_for)}'"
         what += f" until {until}" if until else " (no time limit)"
     elif result.retrying is not None:

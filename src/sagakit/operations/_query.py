@@ -225,15 +225,15 @@ async def count(
         return []
     if not query.reads_log:
         return await store.counts(rows)
-    tally: collections.Counter[tuple[str, SagaStatus]] = collections.Counter()
+    tally: collections.Counter[tuple[str, int, SagaStatus]] = collections.Counter()
     position: Position | None = None
     while True:
         instances = await store.instances(rows, after=position, limit=_LOG_BATCH)
         for view in await views(store, instances):
             if query.admits(view, now):
-                tally[view.state.name, view.state.status] += 1
+                tally[view.state.name, view.state.version, view.state.status] += 1
         if len(instances) < _LOG_BATCH:
-            return [Count(name, status, n) for (name, status), n in sorted(tally.items())]
+            return [Count(*key, n) for key, n in sorted(tally.items())]
         position = _position(instances[-1])
 
 

@@ -12,7 +12,7 @@ from sagakit.orchestration._context import CompensationContext, StepContext
 from sagakit.orchestration._definition import Saga, Step
 from sagakit.orchestration._engine import DEFAULT_LEASE, DriveReport, Engine, SagaResult
 from sagakit.orchestration._plan import idempotency_key, new_saga_id
-from sagakit.orchestration._worker import Worker, resume_all
+from sagakit.orchestration._worker import Worker, on_queues, resume_all
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -29,5 +29,6 @@ __all__ = [
     "idempotency_key",
     "load_sagas",
     "new_saga_id",
+    "on_queues",
     "resume_all",
 ]

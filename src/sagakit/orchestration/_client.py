@@ -12,17 +12,23 @@ its next step boundary or wait, and decides again on the state it has then.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
+import logging
+import math
 import socket
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from sagakit._retry import Outage
 from sagakit.errors import (
+    InvalidArgumentError,
     OperatorActionError,
     ResultTimeoutError,
     SerializationError,
     StepActionError,
+    StoreUnavailableError,
     UnknownSagaError,
 )
 from sagakit.log import Journal, RecordType, SagaState
@@ -41,6 +47,9 @@ from sagakit.orchestration._plan import (
 )
 from sagakit.store import Store
 
+logger = logging.getLogger("sagakit.orchestration")
+T = TypeVar("T")
+
 _ACT_LEASE = 30.0
 """How long an operator's action may hold an instance (it takes milliseconds)."""
 _WAKE = 30.0
@@ -56,32 +65,73 @@ def default_operator() -> str:
 
 
 class Client:
-    """Talks to the sagas in one store; workers (or an :class:`~sagakit.Engine`) drive them."""
+    """Talks to the sagas in one store; workers (or an :class:`~sagakit.Engine`) drive them.
 
-    def __init__(self, store: Store, *, operator: str | None = None) -> None:
+    While the store's database is away (restarting, unreachable), :meth:`start` raises
+    :class:`~sagakit.errors.StoreUnavailableError` at once, so that a web handler can answer
+    "try again"; with ``wait_for_store=SECONDS`` it tries again with a jittered back-off for
+    that long first (a start is idempotent on its id, so a retry never starts a saga twice).
+    :meth:`result` rides out an outage within its own ``timeout``. Every other call raises
+    the error at once: an operator's action is best retried by the operator.
+    """
+
+    def __init__(
+        self, store: Store, *, operator: str | None = None, wait_for_store: float = 0.0
+    ) -> None:
+        if not wait_for_store >= 0:
+            raise InvalidArgumentError(f"wait_for_store must be >= 0, not {wait_for_store}")
         self.store = store
         self.operator = operator or default_operator()
         self.owner = f"client:{default_owner()}"
+        self.wait_for_store = wait_for_store
 
     async def start(self, saga: Saga, input: Any = None, *, saga_id: str | None = None) -> str:
         """Record a new instance, due now for any worker, and return its id at once.
 
         Idempotent on ``saga_id``: starting an id that exists changes nothing and returns
-        the id. Raises :class:`SerializationError` if ``input`` is not JSON.
+        the id. Raises :class:`SerializationError` if ``input`` is not JSON, and
+        :class:`StoreUnavailableError` if the database is away (for longer than
+        ``wait_for_store``); the saga may then have been recorded or not, and starting it
+        again with the same ``saga_id`` is safe either way.
         """
         saga_id = saga_id or new_saga_id()
         journal = Plan(saga).begin(saga_id, input)
         row = journal.new_instance(due_at=journal.state.records[0].at)
-        await self.store.create(row, journal.take())
+        records = journal.take()
+        deadline = time.monotonic() + self.wait_for_store
+        await self._patiently(lambda: self.store.create(row, records), deadline)
         return saga_id
 
     async def result(self, saga_id: str, timeout: float | None = None) -> SagaResult:
         """Wait until the saga is terminal and return its outcome.
 
         Waits on the store's change notices (LISTEN/NOTIFY on PostgreSQL), not in a busy
-        loop. Raises :class:`ResultTimeoutError` after ``timeout`` seconds.
+        loop, and through an outage of the database. Raises :class:`ResultTimeoutError`
+        after ``timeout`` seconds, or :class:`StoreUnavailableError` if the database was
+        still away then.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        return await self._patiently(lambda: self._result(saga_id, timeout, deadline), deadline)
+
+    async def _patiently(self, call: Callable[[], Awaitable[T]], deadline: float | None) -> T:
+        """``call()``, made again after a back-off while the store is unavailable, until
+        ``deadline`` (``time.monotonic``; None: no end), past which the error is raised."""
+        outage = Outage(logger, self.owner)
+        while True:
+            try:
+                value = await call()
+            except StoreUnavailableError as error:
+                left = math.inf if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                await asyncio.sleep(min(outage.failed(error) or 0.0, left))  # a back-off
+            else:
+                outage.back()
+                return value
+
+    async def _result(
+        self, saga_id: str, timeout: float | None, deadline: float | None
+    ) -> SagaResult:
         # Watch before looking, so a change made in between still wakes us.
         async with self.store.watch(saga_id) as change:
             while True:

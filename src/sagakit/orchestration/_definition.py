@@ -30,7 +30,15 @@ class Step:
     retry: Retry | None = None
     compensation_retry: Retry = COMPENSATION_RETRY
     timeout: float | None = None
+    """Seconds one call of the action (or of the compensation) may take; past it the call
+    fails with :class:`~sagakit.errors.StepTimeoutError` (and is retried if the policy
+    allows). An ``async def`` call is cancelled. A plain ``def`` runs in a thread, which
+    cannot be stopped: it goes on, so with ``compensate_on_failure`` its compensation waits
+    for it to finish (as long again as the timeout, at least a second) and never undoes an
+    action that is still running; one still running then is not undone, and the saga ends
+    ``needs_attention`` saying the action may still be running (retry it once it is over)."""
     compensate_on_failure: bool = False
+    """Compensate the step even when its action failed, as it may have done part of its work."""
     action_is_async: bool = field(init=False, repr=False, compare=False, default=False)
     compensation_is_async: bool = field(init=False, repr=False, compare=False, default=False)
 
@@ -59,6 +67,10 @@ class Step:
         return replace(policy, attempts=max_attempts)
 
 
+DEFAULT_QUEUE = "default"
+"""The queue of a saga that names none."""
+
+
 class Saga:
     """A saga definition: a name, a version and an ordered list of steps.
 
@@ -75,6 +87,9 @@ class Saga:
 
     ``deadline`` (seconds) bounds the time from start to the pivot; past it the saga
     compensates. Steps after the pivot are not bound by it: they can only go forward.
+
+    ``queue`` names the workers that run it: ``sagakit worker --queue payments`` drives
+    only the sagas on that queue, so teams sharing one database scale theirs apart.
     """
 
     def __init__(
@@ -84,6 +99,7 @@ class Saga:
         *,
         steps: Iterable[Step] = (),
         deadline: float | None = None,
+        queue: str = DEFAULT_QUEUE,
     ) -> None:
         if not name or not isinstance(name, str):
             raise SagaDefinitionError(str(name), "a saga needs a non-empty string name")
@@ -91,9 +107,12 @@ class Saga:
             raise SagaDefinitionError(name, f"version must be a positive int, not {version!r}")
         if deadline is not None and deadline <= 0:
             raise SagaDefinitionError(name, f"deadline must be positive, not {deadline!r}")
+        if not queue or not isinstance(queue, str):
+            raise SagaDefinitionError(name, f"queue must be a non-empty string, not {queue!r}")
         self.name = name
         self.version = version
         self.deadline = deadline
+        self.queue = queue
         self.steps: list[Step] = []
         self._by_name: dict[str, Step] = {}
         for step in steps:

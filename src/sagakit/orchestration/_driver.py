@@ -10,12 +10,18 @@ costs four commits.
 A wait (a retry's back-off, a step waiting for a message) either happens in this process,
 or, when the engine hands waits back (workers do), ends the drive with the instance's due
 time stored, so that no worker is held and a restart neither forgets nor repeats it.
+
+A driver writes and calls only while it holds the instance's lease: once its expiry
+(``lease_until``, pushed on by the engine's renewals) has passed, or a write is refused
+because another holder wrote first, it stops with :class:`LeaseLost`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import math
 import time
 import traceback
 from collections.abc import Callable
@@ -24,6 +30,7 @@ from typing import Any
 from sagakit._retry import Retry
 from sagakit.errors import (
     CompensationImpossible,
+    ConcurrentUpdateError,
     SagaDeadlineError,
     SerializationError,
     StepTimeoutError,
@@ -33,6 +40,7 @@ from sagakit.log._codec import ENCODE_ERRORS, decode, encode
 from sagakit.log._fast import RecordTypes, SagaStatuses, StepKinds, StepStatuses
 from sagakit.orchestration._context import CompensationContext, StepContext, WaitForMessage
 from sagakit.orchestration._definition import Step
+from sagakit.orchestration._lease import LeaseLost
 from sagakit.orchestration._plan import (
     CANCEL,
     SKIP,
@@ -62,7 +70,17 @@ class Suspended(Exception):
 class Driver:
     """One instance being driven: its plan, its state, and records not yet committed."""
 
-    __slots__ = ("check_inbox", "hand_back", "journal", "plan", "retries", "state", "store")
+    __slots__ = (
+        "check_inbox",
+        "hand_back",
+        "journal",
+        "late_calls",
+        "lease_until",
+        "plan",
+        "retries",
+        "state",
+        "store",
+    )
 
     def __init__(
         self,
@@ -71,6 +89,7 @@ class Driver:
         journal: Journal,
         hand_back: bool,
         retries: tuple[Retry, ...] | None = None,
+        late_calls: dict[str, asyncio.Future[Any]] | None = None,
     ) -> None:
         self.store = store
         self.plan = plan
@@ -84,17 +103,32 @@ class Driver:
         """Each step's retry policy in force, by position (an engine computes it once)."""
         self.check_inbox = False
         """Set from outside when a message may have come; read at the next step boundary."""
+        self.lease_until = math.inf
+        """When the lease lapses by this process's clock (``GONE``: it is lost): set when it
+        is taken and by each renewal; no write and no call is made from then on."""
+        self.late_calls = {} if late_calls is None else late_calls
+        """Sync actions still running in their thread after a timeout, by idempotency key
+        (the engine shares one dict among its drivers): undoing one waits for it."""
 
     async def create(self, owner: str, lease: float) -> bool:
         """Store the new instance, leased to ``owner``, with the records made so far;
         False if an instance with its id exists already."""
         records = self.journal.take()
-        instance = self.journal.new_instance(lease_owner=owner, lease_expires=records[0].at + lease)
+        self.lease_until = records[0].at + lease
+        instance = self.journal.new_instance(lease_owner=owner, lease_expires=self.lease_until)
         return await self.store.create(instance, records)
 
     async def flush(self) -> None:
-        if self.journal.pending:
-            await self.store.append(self.state.id, self.journal.take(), self.state.status)
+        """Store the records made so far, if the lease is still held when the last of them
+        was made (just now: records are made right before they are stored)."""
+        pending = self.journal.pending
+        if pending:
+            if pending[-1].at >= self.lease_until:
+                raise LeaseLost
+            try:
+                await self.store.append(self.state.id, self.journal.take(), self.state.status)
+            except ConcurrentUpdateError as refused:  # the new holder wrote first
+                raise LeaseLost from refused
 
     async def drive(self) -> float | None:
         """Take the instance as far as it goes now: to a terminal status, or to a wait that
@@ -172,6 +206,8 @@ class Driver:
             self.journal.add(_START, step.name, step_state.attempts + 1, None)
         if self.journal.pending:
             await self.flush()
+        if time.time() >= self.lease_until:  # lapsed while the write waited (a stall)
+            raise LeaseLost
         attempt = step_state.attempts
         ctx = StepContext(
             state.id,
@@ -209,6 +245,8 @@ class Driver:
             except WaitForMessage as wait:
                 await self._park(step_state, attempt, wait, "action")
                 return
+            if outcome.running is not None:
+                self._running_late(ctx.idempotency_key, outcome.running)
             if by_deadline and isinstance(outcome.exception, StepTimeoutError):
                 late = SagaDeadlineError(saga.name, state.id)
                 outcome = _CallResult(error=_describe(late), exception=late)
@@ -233,15 +271,18 @@ class Driver:
         state, saga = self.state, self.plan.saga
         step_state = self._next_to_compensate()
         if step_state is None:
-            stuck = [s.name for s in state.steps if s.status is StepStatuses.COMPENSATION_FAILED]
+            stuck = [s for s in state.steps if s.status is StepStatuses.COMPENSATION_FAILED]
             if stuck:
-                self._needs_attention(
-                    f"{state.reason}; compensation did not finish for {', '.join(stuck)}", stuck
-                )
+                names = ", ".join(map(_stuck, stuck))
+                reason = f"{state.reason}; compensation did not finish for {names}"
+                self._needs_attention(reason, [s.name for s in stuck])
             else:
                 self.journal.add(RecordTypes.SAGA_COMPENSATED, None, 0, None)
             return
         step = saga.get(step_state.name)
+        late = self.late_calls.get(f"{state.id}:{step.name}:action") if self.late_calls else None
+        if late is not None and not await self._outwaited(late, step, step_state):
+            return
         recovered = step_state.status is StepStatuses.COMPENSATING
         if not _compensation_in_flight(step_state):
             if step_state.retry_at is not None:
@@ -249,6 +290,8 @@ class Driver:
             attempt = step_state.compensation_attempts + 1
             self.journal.add(_COMP_START, step.name, attempt, None)
         await self.flush()
+        if time.time() >= self.lease_until:
+            raise LeaseLost
         attempt = step_state.compensation_attempts
         ctx = CompensationContext(
             state.id,
@@ -283,6 +326,40 @@ class Driver:
         self._log_failure(
             "compensation", step.name, attempt, "compensation", outcome.error, retry_at
         )
+
+    def _running_late(self, key: str, thread: asyncio.Future[Any]) -> None:
+        """Remember a timed-out sync action whose thread goes on, until it finishes."""
+        calls = self.late_calls
+        calls[key] = thread
+
+        def finished(done: asyncio.Future[Any]) -> None:
+            if calls.get(key) is done:
+                del calls[key]
+
+        thread.add_done_callback(finished)
+
+    async def _outwaited(
+        self, late: asyncio.Future[Any], step: Step, step_state: StepState
+    ) -> bool:
+        """Wait for the thread of a timed-out sync action to finish before undoing it, so
+        the undo never runs before the late effect: for as long again as the step's
+        timeout, and at least :data:`LATE_ACTION_WAIT`. One that still runs then is not
+        undone (its compensation fails for good, naming why) and the saga ends
+        ``needs_attention``: an operator retries it once the action is known to be over."""
+        wait = max(step.timeout or 0.0, LATE_ACTION_WAIT)
+        done, _ = await asyncio.wait({late}, timeout=wait)
+        if done:
+            return True
+        message = (
+            f"not undone: its action timed out and was still running {wait:g}s later; it may"
+            " still be running, and undoing it now could leave its late effect in place"
+        )
+        error = {"type": _TIMEOUT_TYPE, "message": message}
+        attempt = step_state.compensation_attempts
+        failed = encode({"error": error, "retry_at": None})
+        self.journal.add(RecordTypes.COMPENSATION_FAILED, step.name, attempt, failed)
+        self._log_failure("compensation", step.name, attempt, "compensation", error, None)
+        return False
 
     def _next_to_compensate(self) -> StepState | None:
         """The next step to undo: last completed first, a partly done failed step before all."""
@@ -381,10 +458,21 @@ class Driver:
         return limit, False
 
 
+LATE_ACTION_WAIT = 1.0
+"""Least seconds the compensation of a timed-out sync action waits for its thread to end."""
+_TIMEOUT_TYPE = f"{StepTimeoutError.__module__}.{StepTimeoutError.__qualname__}"
 _SHORT_WAIT = 0.05
 """A wait this short is cheaper to sleep through than to hand back and claim again."""
 _IDLE_CHECK = 5.0
 """Longest in-process wait between looks at the inbox (stores also wake waiters early)."""
+
+
+def _stuck(step_state: StepState) -> str:
+    """A step whose compensation did not finish, as the saga's reason names it: one never
+    even started was held back because its action may still be running."""
+    if step_state.compensation_attempts == 0:
+        return f"{step_state.name} (its action may still be running)"
+    return step_state.name
 
 
 def _compensation_in_flight(step_state: StepState) -> bool:
@@ -426,17 +514,20 @@ def _retry_at(policy: Retry, attempt: int, outcome: _CallResult) -> float | None
 class _CallResult:
     """How one call ended: a JSON result, or an error (and whether it may be retried)."""
 
-    __slots__ = ("error", "exception", "result")
+    __slots__ = ("error", "exception", "result", "running")
 
     def __init__(
         self,
         result: str | None = None,
         error: dict[str, str] | None = None,
         exception: BaseException | None = None,
+        running: asyncio.Future[Any] | None = None,
     ) -> None:
         self.result = result
         self.error = error
         self.exception = exception
+        self.running = running
+        """A sync call's thread that its timeout left running."""
 
 
 async def _call(
@@ -447,23 +538,51 @@ async def _call(
     saga: str,
     step: str,
 ) -> _CallResult:
-    """Call an action or compensation; never raises an ``Exception`` the user code raised."""
+    """Call an action or compensation; never raises an ``Exception`` the user code raised.
+
+    A timeout cancels an async call; a sync one runs in a thread, which nothing can stop:
+    the result hands its future back (``running``) so that undoing it can wait for it.
+    """
+    thread: asyncio.Future[Any] | None = None
     try:
         if timeout is None:
             value = await fn(ctx) if is_async else await asyncio.to_thread(fn, ctx)
         else:
             async with asyncio.timeout(timeout) as scope:
                 try:
-                    value = await fn(ctx) if is_async else await asyncio.to_thread(fn, ctx)
+                    if is_async:
+                        value = await fn(ctx)
+                    else:
+                        thread = _in_thread(fn, ctx)
+                        value = await asyncio.shield(thread)
                 except asyncio.CancelledError:
                     if scope.expired():
                         raise StepTimeoutError(saga, step, timeout) from None
                     raise
     except Exception as error:
-        return _CallResult(error=_describe(error), exception=error)
+        running = thread if thread is not None and not thread.done() else None
+        return _CallResult(error=_describe(error), exception=error, running=running)
     if isinstance(ctx, CompensationContext):
         return _CallResult()
     return _recorded(value, saga, step)
+
+
+def _in_thread(
+    fn: Callable[[Any], Any], ctx: StepContext | CompensationContext
+) -> asyncio.Future[Any]:
+    """``fn(ctx)`` in the default executor, in a copy of the context (as ``asyncio.to_thread``
+    runs it), as a future that outlives a timeout: shielded, it keeps track of the thread."""
+    thread = asyncio.get_running_loop().run_in_executor(
+        None, contextvars.copy_context().run, fn, ctx
+    )
+    thread.add_done_callback(_retrieved)
+    return thread
+
+
+def _retrieved(thread: asyncio.Future[Any]) -> None:
+    """Mark a late call's error as seen: it finished after its outcome was recorded."""
+    if not thread.cancelled():
+        thread.exception()
 
 
 def _recorded(value: Any, saga: str, step: str) -> _CallResult:

@@ -24,6 +24,7 @@ from sagakit._retry import Retry
 from sagakit.errors import (
     InvalidArgumentError,
     SagaDefinitionError,
+    StoreUnavailableError,
     UnknownSagaError,
     UnregisteredSagaError,
 )
@@ -33,6 +34,7 @@ from sagakit.log._fast import RecordTypes, SagaStatuses, StepStatuses
 from sagakit.log._records import TERMINAL
 from sagakit.orchestration._definition import Saga
 from sagakit.orchestration._driver import Driver
+from sagakit.orchestration._lease import GONE, LagWatch, LeaseLost, after_lost_lease, held_until
 from sagakit.orchestration._plan import Plan, log_fields, new_saga_id
 from sagakit.store import ANY_INSTANCE, Store, StoredSaga, Watch
 
@@ -63,6 +65,10 @@ class SagaResult:
     """For an unfinished saga: the signal a step waits for (``ctx.wait_for``), if any."""
     retrying: str | None = None
     """For an unfinished saga: the step whose next attempt (or compensation's) is due."""
+    lost_lease: str | None = None
+    """Set when this engine stopped driving because its lease was gone: what became of the
+    saga (``"lost the lease to host:pid:…; the new holder carries it on"``); the rest is
+    the log as the store holds it."""
 
     @classmethod
     def of(cls, state: SagaState, due_at: float | None = None) -> SagaResult:
@@ -137,11 +143,20 @@ class Engine:
         self.hand_back = hand_back
         self.max_attempts = max_attempts
         self._sagas: dict[tuple[str, int], Plan] = {}
+        self.registered: list[Saga] = []
+        self.known: set[str] = set()
+        """The keys (``name@version``) of the sagas registered here: all it ever claims."""
         self._retries: dict[tuple[str, int], tuple[Retry, ...]] = {}
         self._active: dict[str, list[asyncio.Future[SagaResult]]] = {}
         self._drivers: dict[str, Driver] = {}
         self._renewal: asyncio.TimerHandle | None = None
         self._renewing: set[asyncio.Task[None]] = set()
+        self._lag = LagWatch(lease, self._drivers)
+        self._late_calls: dict[str, asyncio.Future[Any]] = {}
+        """Timed-out sync actions whose threads still run, shared by the drivers here."""
+        self.unreleased: dict[str, float | None] = {}
+        """Hand-backs that failed (the database was away): instance id to its due time, for
+        :meth:`retry_hand_backs`."""
         for saga in sagas:
             self.register(saga)
 
@@ -157,6 +172,8 @@ class Engine:
         if not saga.steps:
             raise SagaDefinitionError(saga.name, "a saga needs at least one step")
         self._sagas[(saga.name, saga.version)] = Plan(saga)
+        self.known.add(saga.key)
+        self.registered.append(saga)
         policies = tuple(step.retry_capped(self.max_attempts) for step in saga.steps)
         self._retries[(saga.name, saga.version)] = policies
 
@@ -205,11 +222,13 @@ class Engine:
 
         async with self.store.watch(ANY_INSTANCE) as news:
             while True:
-                claimed = await self.store.claim(self.owner, 1_000, self.lease, due_only=False)
+                claimed = await self.store.claim(
+                    self.owner, 1_000, self.lease, due_only=False, known=self.known
+                )
                 if claimed:
                     await asyncio.gather(*(one(stored) for stored in claimed))
                     continue
-                lapse = progress.next_lapse(await self.store.unfinished(), deadline)
+                lapse = progress.next_lapse(self.ours(await self.store.unfinished()), deadline)
                 if lapse is None:
                     break
                 await progress.wait(news, lapse)
@@ -245,6 +264,17 @@ class Engine:
             raise UnknownSagaError(saga_id)
         return SagaState.from_records(saga_id, stored.records)
 
+    def ours(self, rows: Iterable[Instance]) -> list[Instance]:
+        """The rows of sagas registered here: the only ones this engine waits for."""
+        return [row for row in rows if f"{row.name}@{row.version}" in self.known]
+
+    def poke_all(self) -> int:
+        """Tell every driver here to read its inbox at its next step boundary (a message
+        came for one of them, or may have); returns how many were told."""
+        for driver in self._drivers.values():
+            driver.check_inbox = True
+        return len(self._drivers)
+
     def poke(self, saga_id: str) -> None:
         """Tell the driver of ``saga_id`` (if it is here) that a message may have come."""
         driver = self._drivers.get(saga_id)
@@ -253,7 +283,8 @@ class Engine:
 
     def _driver(self, plan: Plan, journal: Journal) -> Driver:
         key = (plan.saga.name, plan.saga.version)
-        return Driver(self.store, plan, journal, self.hand_back, self._retries[key])
+        retries = self._retries[key]
+        return Driver(self.store, plan, journal, self.hand_back, retries, self._late_calls)
 
     async def _join(self, saga_id: str) -> SagaResult:
         """Wait for the outcome of an instance this engine is already driving."""
@@ -265,8 +296,10 @@ class Engine:
         """Run ``work`` as the one drive of ``saga_id`` here; hand the lease back after."""
         waiters: list[asyncio.Future[SagaResult]] = []
         self._active[saga_id] = waiters
+        self.unreleased.pop(saga_id, None)  # leased here again: that hand-back is void
         if self._renewal is None:
             self._schedule_renewal()
+        self._lag.start()
         try:
             result = await work
         except BaseException as error:
@@ -277,7 +310,9 @@ class Engine:
             raise
         finally:
             del self._active[saga_id]
-            self._drivers.pop(saga_id, None)
+            ended = self._drivers.pop(saga_id, None)
+            if ended is not None:
+                self._lag.ended(ended.state)
         if result.status not in TERMINAL:
             await self._hand_back(saga_id, result.due_at)
         for waiter in waiters:
@@ -286,9 +321,40 @@ class Engine:
         return result
 
     async def _hand_back(self, saga_id: str, due_at: float | None) -> None:
-        """Release the lease so the instance is picked up when due; never masks an error."""
-        with contextlib.suppress(Exception):
+        """Release the lease so the instance is picked up when due; never masks an error.
+        One that fails (the database is away) is kept for :meth:`retry_hand_backs`, so that
+        the instance, due at once, does not wait out its lease."""
+        try:
             await asyncio.shield(self.store.release(self.owner, saga_id, due_at))
+        except Exception:
+            self.unreleased[saga_id] = due_at
+
+    async def retry_hand_backs(self) -> int:
+        """Make the hand-backs that failed, oldest first, skipping an instance driven here
+        again since; returns how many were made. :class:`StoreUnavailableError` is raised
+        (the database is still away) and the rest are kept for the next call; a hand-back
+        that fails otherwise is dropped, and that instance waits for its lease to lapse."""
+        done = 0
+        for saga_id, due_at in list(self.unreleased.items()):
+            if saga_id not in self._active:
+                try:
+                    await self.store.release(self.owner, saga_id, due_at)
+                except StoreUnavailableError:
+                    raise
+                except Exception as error:
+                    logger.warning("saga %s: the hand-back failed again: %s", saga_id, error)
+                else:
+                    done += 1
+            self.unreleased.pop(saga_id, None)
+        return done
+
+    def renew_now(self) -> None:
+        """Renew the leases of what is driven here at once, not a third of a lease later:
+        after the database was away, renewals may have failed, and the sooner the drivers
+        know whether they still hold their leases, the better."""
+        if self._renewal is not None:
+            self._renewal.cancel()
+        self._renewal_due()
 
     def _schedule_renewal(self) -> None:
         """Renew every third of a lease while anything is driven here (a timer, not a task,
@@ -307,9 +373,18 @@ class Engine:
 
     async def _renew(self, held: list[str]) -> None:
         """Keep the leases of the instances being driven here; tell their drivers to look at
-        their inbox while at it, so a cancel reaches a busy saga within a renewal period."""
+        their inbox while at it, so a cancel reaches a busy saga within a renewal period.
+
+        A driver learns when its lease now lapses, or that it is gone (the store no longer
+        counts it as ours: another holder took it), and stops before its next write or call.
+        """
+        drivers = [(saga_id, self._drivers.get(saga_id)) for saga_id in held]
+        asked = time.time()  # the store's new expiry counts from this moment or later
         with contextlib.suppress(Exception):  # a store hiccup: the next round retries
-            await self.store.renew(self.owner, held, self.lease)
+            kept = set(await self.store.renew(self.owner, held, self.lease))
+            for saga_id, driver in drivers:
+                if driver is not None:
+                    driver.lease_until = asked + self.lease if saga_id in kept else GONE
         for driver in self._drivers.values():
             driver.check_inbox = True
 
@@ -322,7 +397,10 @@ class Engine:
 
     async def _drive(self, driver: Driver) -> SagaResult:
         self._drivers[driver.state.id] = driver
-        due_at = await driver.drive()
+        try:
+            due_at = await driver.drive()
+        except LeaseLost:
+            return await self._lost(driver)
         state = driver.state
         ended = state.status is SagaStatuses.COMPLETED or state.status is SagaStatuses.COMPENSATED
         if ended and logger.isEnabledFor(logging.INFO):  # the hot path builds no fields
@@ -335,6 +413,14 @@ class Engine:
             raise UnknownSagaError(saga_id)
         return SagaResult.of(SagaState.from_records(saga_id, stored.records))
 
+    async def _lost(self, driver: Driver) -> SagaResult:
+        """The drive stopped for a lost lease: the log as stored, saying what became of it.
+        Handed back due at once, which changes nothing if another holder has it."""
+        state, note = await after_lost_lease(self.store, driver.state, self.owner)
+        result = SagaResult.of(state, None if state.status.is_terminal else time.time())
+        result.lost_lease = note
+        return result
+
     async def _resume(self, stored: StoredSaga) -> SagaResult:
         saga_id = stored.instance.id
         journal = Journal(SagaState.from_records(saga_id, stored.records))
@@ -342,8 +428,11 @@ class Engine:
         if state.status.is_terminal:
             return SagaResult.of(state)
         plan = self._sagas.get((state.name, state.version))
-        reason = _unfit(state, plan, self._sagas)
-        if plan is None or reason is not None:
+        if plan is None:  # never claimed as such; asked for by id: touch nothing
+            known = sorted(self.known)
+            raise UnregisteredSagaError(state.name, state.version, known)
+        reason = _unfit(state, plan)
+        if reason is not None:
             attention: Attention = {"reason": reason, "failed": []}
             journal.add(RecordTypes.SAGA_NEEDS_ATTENTION, data=encode(attention))
             await self.store.append(saga_id, journal.take(), state.status)
@@ -354,16 +443,14 @@ class Engine:
             )
             return SagaResult.of(state)
         driver = self._driver(plan, journal)
+        driver.lease_until = held_until(stored.instance.lease_expires, self.lease)
         driver.check_inbox = stored.last_message > state.last_message  # woken by a message?
         return await self._drive(driver)
 
 
-def _unfit(state: SagaState, plan: Plan | None, plans: dict[tuple[str, int], Plan]) -> str | None:
-    """Why this engine must not drive the instance: its definition is not registered, or
-    the registered one has other steps than the instance was started with."""
-    if plan is None:
-        known = sorted(p.saga.key for p in plans.values())
-        return str(UnregisteredSagaError(state.name, state.version, known))
+def _unfit(state: SagaState, plan: Plan) -> str | None:
+    """Why this engine must not drive the instance: the registered definition of its
+    version has other steps than the instance was started with."""
     recorded = [(s.name, s.kind) for s in state.steps]
     registered = [(s["name"], s["kind"]) for s in plan.steps_meta]
     if recorded != registered:

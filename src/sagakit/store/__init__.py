@@ -7,13 +7,15 @@ from typing import Protocol
 
 from sagakit._urls import Backend, SchemeTable, lazy
 from sagakit.errors import StoreError, UnsupportedDatabaseError
-from sagakit.store._base import ANY_INSTANCE, Store, StoredSaga, StoreWrapper, Watch
+from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, Store, StoredSaga, StoreWrapper, Watch
 from sagakit.store._filter import ALL, Count, FieldEquals, InstanceFilter, Position
+from sagakit.store._fleet import WorkerInfo
 from sagakit.store.memory import MemoryStore
 
 __all__ = [
     "ALL",
     "ANY_INSTANCE",
+    "ANY_MESSAGE",
     "SCHEMES",
     "Count",
     "FieldEquals",
@@ -24,6 +26,7 @@ __all__ = [
     "StoreWrapper",
     "StoredSaga",
     "Watch",
+    "WorkerInfo",
     "open_store",
 ]
 

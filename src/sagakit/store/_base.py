@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.store._filter import ALL, Count, InstanceFilter, Position
+from sagakit.store._fleet import WorkerInfo
 
 ANY_INSTANCE = "*"
 """Watch this id with ``watch`` to hear of new work: a store wakes its watchers when an
 instance is created due, or a message makes one due (workers then claim at once)."""
+ANY_MESSAGE = "*inbox"
+"""Watch this id with ``watch`` to hear that a message was sent to some instance: a worker
+tells the sagas it drives to read their inboxes, so a cancel lands at the next step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +92,21 @@ class Store(Protocol):
         ...
 
     async def claim(
-        self, owner: str, limit: int, lease: float, *, due_only: bool = True
+        self,
+        owner: str,
+        limit: int,
+        lease: float,
+        *,
+        due_only: bool = True,
+        known: Collection[str] | None = None,
     ) -> list[StoredSaga]:
         """Lease up to ``limit`` unfinished instances to ``owner`` for ``lease`` seconds.
 
         Only instances nobody holds (or whose lease has lapsed) are taken, and with
         ``due_only`` only those that are due: ``due_at`` has come, or the lease of whoever
-        drove it lapsed (it died). Earliest due first. Two owners
+        drove it lapsed (it died). With ``known`` (saga keys, ``name@version``) only
+        instances of those definitions: a worker never takes a saga it cannot run, which
+        waits for a worker that can. Earliest due first. Two owners
         claiming at once never get the same instance (``FOR UPDATE SKIP LOCKED`` on
         PostgreSQL). Returns the instances now held, each with its log, in the same
         round trip: a worker drives what it claims, so a separate load would only repeat it.
@@ -124,6 +136,19 @@ class Store(Protocol):
 
     async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
         """The instance's messages with ``id`` greater than ``after``, oldest first."""
+        ...
+
+    async def beat(self, worker: WorkerInfo) -> None:
+        """Record that ``worker`` is alive and what it serves (replacing its last report)."""
+        ...
+
+    async def retire(self, owner: str) -> None:
+        """Forget a worker that stopped cleanly."""
+        ...
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The workers' last reports, by owner (gone ones too, until they are retired or
+        a report of theirs is older than a day)."""
         ...
 
     def watch(self, saga_id: str) -> AbstractAsyncContextManager[Watch]:
@@ -170,9 +195,15 @@ class StoreWrapper:
         return await self.inner.unfinished()
 
     async def claim(
-        self, owner: str, limit: int, lease: float, *, due_only: bool = True
+        self,
+        owner: str,
+        limit: int,
+        lease: float,
+        *,
+        due_only: bool = True,
+        known: Collection[str] | None = None,
     ) -> list[StoredSaga]:
-        return await self.inner.claim(owner, limit, lease, due_only=due_only)
+        return await self.inner.claim(owner, limit, lease, due_only=due_only, known=known)
 
     async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
         return await self.inner.acquire(owner, saga_id, lease)
@@ -188,6 +219,15 @@ class StoreWrapper:
 
     async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
         return await self.inner.messages(saga_id, after)
+
+    async def beat(self, worker: WorkerInfo) -> None:
+        await self.inner.beat(worker)
+
+    async def retire(self, owner: str) -> None:
+        await self.inner.retire(owner)
+
+    async def workers(self) -> list[WorkerInfo]:
+        return await self.inner.workers()
 
     def watch(self, saga_id: str) -> AbstractAsyncContextManager[Watch]:
         return self.inner.watch(saga_id)

@@ -97,9 +97,10 @@ ALL = InstanceFilter()
 
 
 class Count(NamedTuple):
-    """How many instances (``total``) of saga ``name`` are in ``status``."""
+    """How many instances (``total``) of saga ``name`` at ``version`` are in ``status``."""
 
     name: str
+    version: int
     status: SagaStatus
     total: int
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL, UNFINISHED
-from sagakit.store._base import ANY_INSTANCE, StoredSaga, Watch
+from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, StoredSaga, Watch
 from sagakit.store._filter import ALL, Count, InstanceFilter, Position, fields_match
+from sagakit.store._fleet import FORGOTTEN_AFTER, WorkerInfo
 from sagakit.store._watchers import Watchers
 
 __all__ = ["MemoryStore"]
@@ -48,6 +49,10 @@ class _Row:
             lease_expires=self.lease_expires,
         )
 
+    @property
+    def key(self) -> str:
+        return f"{self.instance.name}@{self.instance.version}"
+
     def due(self, now: float) -> bool:
         """Its time has come, or whoever drove it stopped renewing (a dead worker)."""
         if self.due_at is not None and self.due_at <= now:
@@ -70,6 +75,7 @@ class MemoryStore:
         self._rows: dict[str, _Row] = {}
         self._logs: dict[str, list[Record]] = {}
         self._inbox: list[Message] = []
+        self._workers: dict[str, WorkerInfo] = {}
         self._watchers = Watchers()
 
     async def create(self, instance: Instance, records: Sequence[Record]) -> bool:
@@ -109,8 +115,8 @@ class MemoryStore:
         return found if limit is None else found[:limit]
 
     async def counts(self, rows: InstanceFilter = ALL) -> list[Count]:
-        tally = collections.Counter((i.name, i.status) for i in self._passing(rows))
-        return [Count(name, status, n) for (name, status), n in sorted(tally.items())]
+        tally = collections.Counter((i.name, i.version, i.status) for i in self._passing(rows))
+        return [Count(*key, n) for key, n in sorted(tally.items())]
 
     def _passing(self, rows: InstanceFilter) -> Iterator[Instance]:
         for saga_id, row in self._rows.items():
@@ -122,13 +128,22 @@ class MemoryStore:
         return [r.current() for r in self._rows.values() if r.status in UNFINISHED]
 
     async def claim(
-        self, owner: str, limit: int, lease: float, *, due_only: bool = True
+        self,
+        owner: str,
+        limit: int,
+        lease: float,
+        *,
+        due_only: bool = True,
+        known: Collection[str] | None = None,
     ) -> list[StoredSaga]:
         now = time.time()
         ready = [
             (row.due_at if row.due_at is not None else row.instance.created_at, saga_id)
             for saga_id, row in self._rows.items()
-            if row.status in UNFINISHED and row.free(owner, now) and (not due_only or row.due(now))
+            if row.status in UNFINISHED
+            and row.free(owner, now)
+            and (not due_only or row.due(now))
+            and (known is None or row.key in known)
         ]
         taken = [saga_id for _, saga_id in sorted(ready)[:limit]]
         for saga_id in taken:
@@ -176,6 +191,7 @@ class MemoryStore:
             row.due_at = min(row.due_at or message.at, message.at)
         self._watchers.wake(saga_id)
         self._watchers.wake(ANY_INSTANCE)
+        self._watchers.wake(ANY_MESSAGE)
         return message
 
     async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
@@ -186,6 +202,16 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+    async def beat(self, worker: WorkerInfo) -> None:
+        self._workers[worker.owner] = worker
+
+    async def retire(self, owner: str) -> None:
+        self._workers.pop(owner, None)
+
+    async def workers(self) -> list[WorkerInfo]:
+        recent = time.time() - FORGOTTEN_AFTER
+        return sorted(w for w in self._workers.values() if w.seen_at > recent)
 
     def _stored(self, saga_id: str, row: _Row) -> StoredSaga:
         return StoredSaga(row.current(), list(self._logs[saga_id]), row.last_message)

@@ -18,6 +18,14 @@ someone watches: ``sagakit_changes`` for one instance (a status change, by a tri
 appends, the hot path, do not, and wake only this store's own watches) and ``sagakit_work``
 for new due work (what idle workers wait for). Entering a watch returns once the server
 listens on its channel, so whatever commits after that is heard.
+
+A restart of the server leaves the store's connections dead. A call that finds its
+connection so is made once more on a new one where that cannot apply twice
+(:mod:`~sagakit.store._postgres_pool`); a batch of writes too, where a write that finds its
+place already taken is checked against the log: the lost attempt may have committed it.
+What still fails is a :class:`~sagakit.errors.StoreUnavailableError` when waiting may mend
+it, for callers to wait out (:mod:`~sagakit.store._postgres_errors` decides); every
+statement has a client-side time limit (``?timeout=``), so a frozen server fails calls too.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import suppress
 from typing import Any, NamedTuple, TypeAlias
 
@@ -36,20 +45,26 @@ from sagakit.errors import ConcurrentUpdateError, StoreError, UnknownSagaError
 from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL
 from sagakit.store import _sql
-from sagakit.store._base import ANY_INSTANCE, StoredSaga, Watch
+from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, StoredSaga, Watch
 from sagakit.store._filter import ALL, Count, FieldEquals, InstanceFilter, Position, field_values
+from sagakit.store._fleet import FORGOTTEN_AFTER, WorkerInfo, fleet_row, worker_of
+from sagakit.store._postgres_pool import RetryingPool, stale
+from sagakit.store._postgres_schema import (
+    CHANNEL,
+    SCHEMA_VERSION,
+    WORK_CHANNEL,
+    migrate,
+    migrate_on,
+)
 from sagakit.store._postgres_url import DRIVER_ERRORS, Settings
 from sagakit.store._watchers import Watchers
 
 __all__ = ["MAX_BATCH", "SCHEMA_VERSION", "PostgresStore", "migrate"]
 
-CHANNEL = "sagakit_changes"
-"""The NOTIFY channel of instance changes; the payload is the id of the instance."""
-WORK_CHANNEL = "sagakit_work"
-"""The NOTIFY channel of new due work (payload ``ANY_INSTANCE``). Idle workers listen on this
-one alone: on the shared channel every worker process was woken by every status change of
-every saga, thousands a second, only to find nobody waiting for it."""
 
+INBOX_CHANNEL = "sagakit_inbox"
+"""The NOTIFY channel of messages sent (payload: the instance's id), for workers to tell
+the sagas they drive to read their inboxes (a watch of ``ANY_MESSAGE``)."""
 
 MAX_BATCH = 250
 """Writes committed together at most. One statement runs on one server core, so past a
@@ -101,87 +116,6 @@ def _nested(path: tuple[str, ...], values: list[object]) -> Iterator[object]:
 
 _DIALECT = _Postgres()
 
-MIGRATIONS: _sql.Migrations = (
-    (
-        """CREATE TABLE sagas (
-            id text PRIMARY KEY,
-            name text NOT NULL,
-            version integer NOT NULL,
-            status text NOT NULL,
-            created_at double precision NOT NULL,
-            updated_at double precision NOT NULL,
-            due_at double precision,
-            lease_owner text,
-            lease_expires double precision
-        ) WITH (fillfactor = 80)""",
-        "CREATE INDEX sagas_by_created ON sagas (created_at, id)",
-        "CREATE INDEX sagas_by_status ON sagas (status, created_at, id)",
-        f"CREATE INDEX sagas_due ON sagas (due_at) WHERE due_at IS NOT NULL"
-        f" AND status IN {_UNFINISHED}",
-        "CREATE INDEX sagas_leased ON sagas (lease_expires) WHERE lease_expires IS NOT NULL",
-        """CREATE TABLE saga_log (
-            saga_id text NOT NULL,
-            seq integer NOT NULL,
-            type text NOT NULL,
-            at double precision NOT NULL,
-            step text,
-            attempt integer NOT NULL,
-            data text,
-            PRIMARY KEY (saga_id, seq)
-        )""",
-        """CREATE FUNCTION sagakit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            RAISE EXCEPTION 'saga_log is append-only' USING ERRCODE = 'restrict_violation';
-        END $$""",
-        """CREATE TRIGGER saga_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE
-           ON saga_log FOR EACH STATEMENT EXECUTE FUNCTION sagakit_append_only()""",
-        """CREATE TABLE saga_inbox (
-            id bigserial PRIMARY KEY,
-            saga_id text NOT NULL,
-            name text NOT NULL,
-            payload text NOT NULL,
-            at double precision NOT NULL
-        )""",
-        "CREATE INDEX saga_inbox_by_saga ON saga_inbox (saga_id, id)",
-        f"""CREATE FUNCTION sagakit_status_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            PERFORM pg_notify('{CHANNEL}', NEW.id);
-            RETURN NULL;
-        END $$""",
-        """CREATE TRIGGER sagas_status_changed AFTER UPDATE OF status ON sagas FOR EACH ROW
-           WHEN (OLD.status IS DISTINCT FROM NEW.status)
-           EXECUTE FUNCTION sagakit_status_changed()""",
-    ),
-    (  # new due work wakes idle workers (they watch ANY_INSTANCE) instead of their poll
-        f"""CREATE FUNCTION sagakit_work_created() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF EXISTS (SELECT 1 FROM created WHERE due_at IS NOT NULL) THEN
-                PERFORM pg_notify('{CHANNEL}', '{ANY_INSTANCE}');
-            END IF;
-            RETURN NULL;
-        END $$""",
-        """CREATE TRIGGER sagas_work_created AFTER INSERT ON sagas
-           REFERENCING NEW TABLE AS created FOR EACH STATEMENT
-           EXECUTE FUNCTION sagakit_work_created()""",
-    ),
-    (  # news of due work on a channel of its own (WORK_CHANNEL)
-        f"""CREATE OR REPLACE FUNCTION sagakit_work_created() RETURNS trigger
-        LANGUAGE plpgsql AS $$
-        BEGIN
-            IF EXISTS (SELECT 1 FROM created WHERE due_at IS NOT NULL) THEN
-                PERFORM pg_notify('{WORK_CHANNEL}', '{ANY_INSTANCE}');
-            END IF;
-            RETURN NULL;
-        END $$""",
-    ),
-    (  # `list --input order_id=42` through an index instead of every saga_started record
-        "CREATE INDEX saga_log_input ON saga_log"
-        " USING gin ((data::jsonb -> 'input') jsonb_path_ops) WHERE seq = 0",
-    ),
-)
-"""Forward-only schema migrations; the schema version is how many have been applied."""
-
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _ROW = "id, name, version, status, created_at, updated_at, due_at, lease_owner, lease_expires"
 
@@ -228,10 +162,13 @@ FROM {{row}} AS s LEFT JOIN saga_log AS l ON l.saga_id = s.id"""
 """Instances with their logs, a row per record (instance columns repeated), and the id of
 each one's newest message: what :class:`StoredSaga` holds, in one query."""
 _FREE = f"(lease_owner IS NULL OR lease_owner = $1 OR lease_expires <= {_NOW})"
+_KNOWN = "($4::text[] IS NULL OR (name || '@' || version) = ANY ($4::text[]))"
+"""Only the saga keys (``name@version``) a claimer can drive, if it names them: a filter on
+the walk of the due index, which costs a row only where other applications' sagas are due."""
 _CLAIM_ALL = f"""
 WITH picked AS (
     SELECT id, coalesce(due_at, lease_expires, created_at) AS rank FROM sagas
-    WHERE status IN {_UNFINISHED} AND {_FREE}
+    WHERE status IN {_UNFINISHED} AND {_FREE} AND {_KNOWN}
     ORDER BY rank, id LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), taken AS (
@@ -252,7 +189,7 @@ def _claim_by(column: str) -> str:
 WITH picked AS (
     SELECT id, {column} AS rank FROM sagas
     WHERE {column} IS NOT NULL AND {column} <= {_NOW}
-      AND status IN {_UNFINISHED} AND {_FREE}
+      AND status IN {_UNFINISHED} AND {_FREE} AND {_KNOWN}
     ORDER BY {column} LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), taken AS (
@@ -296,12 +233,20 @@ WITH target AS (
 )
 SELECT id, at, count(pg_notify('{CHANNEL}', $1))
     + count(pg_notify('{WORK_CHANNEL}', '{ANY_INSTANCE}'))
+    + count(pg_notify('{INBOX_CHANNEL}', $1))
 FROM message GROUP BY id, at
 """
 """Locks the instance's row before the message takes its id, so one instance's messages
 commit in id order and a reader that resumes ``after`` the last id it saw misses none."""
 
 _LOAD = f"{_WITH_LOGS.format(row='sagas')} WHERE s.id = $1 ORDER BY l.seq"
+_READ_BACK = """SELECT seq, type, at, step, attempt, data FROM saga_log
+    WHERE saga_id = $1 AND seq = ANY($2::integer[]) ORDER BY seq"""
+_BEAT = """
+WITH gone AS (DELETE FROM sagakit_workers WHERE seen_at < $7::float8 - $8::float8)
+INSERT INTO sagakit_workers VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (owner) DO UPDATE SET host = $2, pid = $3, sagas = $4, queues = $5, seen_at = $7"""
+"""A worker's report, replacing its last; reports older than a day are dropped."""
 _Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 
@@ -333,7 +278,7 @@ class PostgresStore:
     def __init__(self, settings: Settings, pool: asyncpg.Pool[asyncpg.Record]) -> None:
         self.url = settings.display
         self._settings = settings
-        self._pool = pool
+        self._pool = RetryingPool(pool)
         self._queue: list[tuple[_Write, asyncio.Future[Any]]] = []
         self._starting = False
         self._flushers: set[asyncio.Task[None]] = set()
@@ -362,16 +307,18 @@ class PostgresStore:
         with settings.translated():
             pool = await asyncpg.create_pool(
                 settings.dsn,
-                min_size=1,
+                min_size=0,  # a floor to keep would log a traceback a second during an outage
                 max_size=max(1, settings.pool - flushers(settings.pool)),
                 server_settings=settings.server_settings,
                 reset=_keep_session,
+                command_timeout=settings.timeout,
+                timeout=settings.connect_timeout,
             )
         store = cls(settings, pool)
         try:
             with settings.translated():
                 async with pool.acquire() as conn:
-                    await _migrate(conn, settings, create=create)
+                    await migrate_on(conn, settings, create=create)
         except BaseException:
             with suppress(StoreError):  # the reason it failed is what the caller needs
                 await store.close()
@@ -407,10 +354,10 @@ class PostgresStore:
 
     async def counts(self, rows: InstanceFilter = ALL) -> list[Count]:
         where, params = _sql.where(rows, None, _DIALECT)
-        sql = f"SELECT name, status, count(*) FROM sagas {where} GROUP BY name, status"
+        sql = f"SELECT name, version, status, count(*) FROM sagas {where} GROUP BY 1, 2, 3"
         with self._settings.translated():
             found = await self._pool.fetch(sql, *params)
-        return sorted(Count(row[0], SagaStatus(row[1]), row[2]) for row in found)
+        return sorted(Count(row[0], row[1], SagaStatus(row[2]), row[3]) for row in found)
 
     async def unfinished(self) -> list[Instance]:
         sql = f"SELECT {_ROW} FROM sagas WHERE status IN {_UNFINISHED} ORDER BY created_at, id"
@@ -419,21 +366,30 @@ class PostgresStore:
         return [_sql.instance_of(tuple(row)) for row in rows]
 
     async def claim(
-        self, owner: str, limit: int, lease: float, *, due_only: bool = True
+        self,
+        owner: str,
+        limit: int,
+        lease: float,
+        *,
+        due_only: bool = True,
+        known: Collection[str] | None = None,
     ) -> list[StoredSaga]:
         """One statement locks the rows it picks with ``FOR UPDATE SKIP LOCKED``, leases
         them and reads their logs, so concurrent claimers skip each other's picks instead of
         waiting, and a worker needs no further round trip to start driving."""
+        keys = None if known is None else sorted(known)
         if not due_only:
-            return await self._claim(_CLAIM_ALL, owner, limit, lease)
-        taken = await self._claim(_CLAIM_DUE, owner, limit, lease)
+            return await self._claim(_CLAIM_ALL, owner, limit, lease, keys)
+        taken = await self._claim(_CLAIM_DUE, owner, limit, lease, keys)
         if len(taken) < limit:
-            taken += await self._claim(_CLAIM_LAPSED, owner, limit - len(taken), lease)
+            taken += await self._claim(_CLAIM_LAPSED, owner, limit - len(taken), lease, keys)
         return taken
 
-    async def _claim(self, sql: str, owner: str, limit: int, lease: float) -> list[StoredSaga]:
+    async def _claim(
+        self, sql: str, owner: str, limit: int, lease: float, keys: list[str] | None
+    ) -> list[StoredSaga]:
         with self._settings.translated():
-            rows = await self._pool.fetch(sql, owner, limit, lease)
+            rows = await self._pool.once.fetch(sql, owner, limit, lease, keys)
         return _stored_sagas(rows)
 
     async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
@@ -455,10 +411,11 @@ class PostgresStore:
 
     async def send(self, saga_id: str, name: str, payload: str) -> Message:
         with self._settings.translated():
-            row = await self._pool.fetchrow(_SEND, saga_id, name, payload)
+            row = await self._pool.once.fetchrow(_SEND, saga_id, name, payload)  # not twice
         if row is None:
             raise UnknownSagaError(saga_id)
         self._watchers.wake(saga_id)
+        self._watchers.wake(ANY_MESSAGE)
         return Message(row[0], saga_id, name, payload, row[1])
 
     async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
@@ -469,6 +426,20 @@ class PostgresStore:
         with self._settings.translated():
             rows = await self._pool.fetch(sql, saga_id, after)
         return [Message(*row) for row in rows]
+
+    async def beat(self, worker: WorkerInfo) -> None:
+        with self._settings.translated():
+            await self._pool.execute(_BEAT, *fleet_row(worker), FORGOTTEN_AFTER)
+
+    async def retire(self, owner: str) -> None:
+        with self._settings.translated():
+            await self._pool.execute("DELETE FROM sagakit_workers WHERE owner = $1", owner)
+
+    async def workers(self) -> list[WorkerInfo]:
+        sql = "SELECT * FROM sagakit_workers WHERE seen_at > $1 ORDER BY owner"
+        with self._settings.translated():
+            rows = await self._pool.fetch(sql, time.time() - FORGOTTEN_AFTER)
+        return [worker_of(tuple(row)) for row in rows]
 
     @contextlib.asynccontextmanager
     async def watch(self, saga_id: str) -> AsyncIterator[Watch]:
@@ -531,28 +502,75 @@ class PostgresStore:
             self._flushing -= 1
 
     async def _commit(self, writes: list[_Write]) -> list[_sql.Settled]:
+        """Commit ``writes``; if the connection died under them (a restart closed it while
+        it was idle), once more on a new one, where a write found already done is checked
+        against the log (:meth:`_settle_again`)."""
+        try:
+            return await self._commit_on_writer(writes)
+        except Exception as error:
+            if not stale(error):
+                return self._failed(writes, error)
+        try:
+            outcomes = await self._commit_on_writer(writes)
+        except Exception as error:
+            return self._failed(writes, error)
+        return [await self._settle_again(w, o) for w, o in zip(writes, outcomes, strict=True)]
+
+    async def _commit_on_writer(self, writes: list[_Write]) -> list[_sql.Settled]:
         """Commit on an idle writer connection (a new one if none is idle); a connection
         that failed or was interrupted mid-statement is closed, not reused."""
         conn = None
         try:
-            conn = self._writers.pop() if self._writers else await self._connect()
+            while self._writers and conn is None:
+                conn = self._writers.pop()
+                if conn.is_closed():  # the server went away since: one a restart left dead
+                    conn = None
+            conn = conn or await self._connect()
             outcomes = await commit_batch(conn, writes)
-        except BaseException as error:
+        except BaseException:
             if conn is not None:
                 conn.terminate()
-            if not isinstance(error, Exception):
-                raise
-            if isinstance(error, DRIVER_ERRORS):
-                failure = self._settings.error(error)
-                failure.__cause__ = error
-                return [(False, failure)] * len(writes)
-            return [(False, error)] * len(writes)
+            raise
         self._writers.append(conn)
         return outcomes
 
+    def _failed(self, writes: list[_Write], error: Exception) -> list[_sql.Settled]:
+        if isinstance(error, DRIVER_ERRORS):
+            failure = self._settings.error(error)
+            failure.__cause__ = error
+            return [(False, failure)] * len(writes)
+        return [(False, error)] * len(writes)
+
+    async def _settle_again(self, write: _Write, outcome: _sql.Settled) -> _sql.Settled:
+        """The outcome of a write made a second time, after the first attempt's connection
+        died: that attempt may have committed before it did. A second create then finds
+        the id taken, a second append its positions; if the log holds exactly this write's
+        records there, the first attempt landed and the write succeeded. (Another writer
+        with the very same records, times to the microsecond included, would have left the
+        log as this write would: the same outcome.) Anything else is a real conflict."""
+        ok, value = outcome
+        redone = (isinstance(write, _Create) and ok and value is False) or (
+            not ok and isinstance(value, ConcurrentUpdateError)
+        )
+        if not redone:
+            return outcome
+        try:
+            with self._settings.translated():
+                rows = await self._pool.fetch(_READ_BACK, write.saga_id, _seqs(write))
+        except StoreError as error:
+            return (False, error)
+        wanted = [row[1:] for row in _sql.log_rows(write.saga_id, write.records)]
+        if [tuple(row) for row in rows] != wanted:
+            return outcome
+        return (True, True if isinstance(write, _Create) else None)
+
     async def _connect(self) -> asyncpg.Connection[asyncpg.Record]:
+        settings = self._settings
         return await asyncpg.connect(
-            self._settings.dsn, server_settings=self._settings.server_settings
+            settings.dsn,
+            server_settings=settings.server_settings,
+            command_timeout=settings.timeout,
+            timeout=settings.connect_timeout,
         )
 
     # -- change notifications -----------------------------------------------------------------
@@ -577,7 +595,7 @@ class PostgresStore:
         return False
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        self._watchers.wake(str(payload))
+        self._watchers.wake(ANY_MESSAGE if channel == INBOX_CHANNEL else str(payload))
 
     def _on_lost(self, conn: object) -> None:
         """Notifications may have been missed: every waiter looks again."""
@@ -605,27 +623,14 @@ class _Heard:
 
 
 def _channel(saga_id: str) -> str:
+    if saga_id == ANY_MESSAGE:
+        return INBOX_CHANNEL
     return WORK_CHANNEL if saga_id == ANY_INSTANCE else CHANNEL
 
 
 def flushers(pool: int) -> int:
     """How many of a store's ``pool`` connections commit batches side by side."""
     return max(1, min(4, pool // 2))
-
-
-async def migrate(url: str) -> int:
-    """Bring the saga log at ``url`` to this code's schema; returns the schema version.
-
-    For ``sagakit migrate --db URL``: safe to run while workers run and from many
-    machines at once (an advisory lock makes concurrent migrators take turns).
-    """
-    settings = Settings.parse(url)
-    with settings.translated():
-        conn = await asyncpg.connect(settings.dsn, server_settings=settings.server_settings)
-        try:
-            return await _migrate(conn, settings, create=True)
-        finally:
-            await conn.close()
 
 
 async def commit_batch(conn: _Conn, writes: list[_Write]) -> list[_sql.Settled]:
@@ -691,55 +696,12 @@ def _arrays(writes: list[_Write]) -> list[Sequence[Any]]:
     return [*_columns(instances, 9), *_columns(updates, 4), *_columns(log, 7)]
 
 
+def _seqs(write: _Write) -> list[int]:
+    return [record.seq for record in write.records]
+
+
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[Sequence[Any]]:
     return list(zip(*rows, strict=True)) if rows else [()] * width
-
-
-async def _migrate(conn: _Conn, settings: Settings, *, create: bool) -> int:
-    """Apply the missing migrations in one transaction, under an advisory lock so that
-    concurrent openers take turns (the later ones find the work done)."""
-    found = await _schema_version(conn, settings)
-    if found == SCHEMA_VERSION:
-        return found  # the common case costs no lock and no transaction
-    _sql.refuse_newer(MIGRATIONS, found, settings.display)
-    if found == 0 and not create:
-        raise StoreError(f"no sagakit saga log in schema {settings.schema!r} of {settings.display}")
-    key = f"sagakit.migrate.{settings.schema}"
-    await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
-    try:
-        # Locked first and then a new transaction: its start drops catalog caches that
-        # still say "no such schema", so it sees what an opener before us committed.
-        async with conn.transaction():
-            found = await _schema_version(conn, settings)
-            _sql.refuse_newer(MIGRATIONS, found, settings.display)
-            await _apply(conn, settings, found)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
-    return SCHEMA_VERSION
-
-
-async def _apply(conn: _Conn, settings: Settings, found: int) -> None:
-    schema = settings.quoted_schema
-    # Not CREATE SCHEMA IF NOT EXISTS: that needs CREATE on the database even when the
-    # schema is there, and a DBA may have made it for a role that lacks that right.
-    if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", settings.schema):
-        await conn.execute(f"CREATE SCHEMA {schema}")
-    await conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {schema}.sagakit_schema (version integer PRIMARY KEY,"
-        " applied_at timestamptz NOT NULL DEFAULT now())"
-    )
-    await conn.execute(f"SET LOCAL search_path TO {schema}")
-    record = f"INSERT INTO {schema}.sagakit_schema (version) VALUES ($1)"
-    for statement, args in _sql.upgrade(MIGRATIONS, found, record):
-        await conn.execute(statement, *args)
-
-
-async def _schema_version(conn: _Conn, settings: Settings) -> int:
-    table = f"{settings.quoted_schema}.sagakit_schema"
-    if await conn.fetchval("SELECT to_regclass($1)", table) is None:
-        return 0
-    version = await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {table}")
-    return int(version)
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:

@@ -15,9 +15,11 @@ the loop for one fsync, shared by every ready saga, is the better trade for an e
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -32,8 +34,9 @@ from sagakit.errors import (
 from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL, UNFINISHED
 from sagakit.store import _sql
-from sagakit.store._base import ANY_INSTANCE, StoredSaga, Watch
+from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, StoredSaga, Watch
 from sagakit.store._filter import ALL, Count, FieldEquals, InstanceFilter, Position
+from sagakit.store._fleet import FORGOTTEN_AFTER, WorkerInfo, fleet_row, worker_of
 from sagakit.store._watchers import Watchers
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
@@ -84,6 +87,17 @@ MIGRATIONS: _sql.Migrations = (
         )""",
         "CREATE INDEX saga_inbox_by_saga ON saga_inbox (saga_id, id)",
     ),
+    (  # workers report themselves, for `sagakit versions`
+        """CREATE TABLE sagakit_workers (
+            owner TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            sagas TEXT NOT NULL,
+            queues TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            seen_at REAL NOT NULL
+        )""",
+    ),
 )
 """Forward-only schema migrations; the schema version is how many have been applied."""
 
@@ -124,6 +138,8 @@ _DIALECT = _Sqlite()
 _FREE = "(lease_owner IS NULL OR lease_owner = :owner OR lease_expires <= :now)"
 _DUE = "((due_at IS NOT NULL AND due_at <= :now) OR lease_expires <= :now)"
 _CLAIMABLE = f"status IN {_UNFINISHED!r} AND {_FREE}"
+_KEY = "(name || '@' || version)"
+"""An instance's saga key, ``name@version``, as :attr:`Saga.key` spells it."""
 
 
 class _Create(NamedTuple):
@@ -235,9 +251,9 @@ class SqliteStore:
 
     async def counts(self, rows: InstanceFilter = ALL) -> list[Count]:
         where, params = _sql.where(rows, None, _DIALECT)
-        sql = f"SELECT name, status, count(*) FROM sagas {where} GROUP BY name, status"
+        sql = f"SELECT name, version, status, count(*) FROM sagas {where} GROUP BY 1, 2, 3"
         found = self._guarded(lambda conn: conn.execute(sql, params).fetchall())
-        return sorted(Count(name, SagaStatus(status), n) for name, status, n in found)
+        return sorted(Count(name, v, SagaStatus(status), n) for name, v, status, n in found)
 
     async def unfinished(self) -> list[Instance]:
         marks = ", ".join("?" for _ in UNFINISHED)
@@ -246,17 +262,25 @@ class SqliteStore:
         return self._guarded(lambda conn: [_sql.instance_of(r) for r in conn.execute(sql, params)])
 
     async def claim(
-        self, owner: str, limit: int, lease: float, *, due_only: bool = True
+        self,
+        owner: str,
+        limit: int,
+        lease: float,
+        *,
+        due_only: bool = True,
+        known: Collection[str] | None = None,
     ) -> list[StoredSaga]:
         due = f"AND {_DUE}" if due_only else ""
+        keys = sorted(known) if known is not None else []
+        ours = "" if known is None else f"AND {_KEY} IN (SELECT value FROM json_each(:known))"
         select = (
-            f"SELECT id FROM sagas WHERE {_CLAIMABLE} {due}"
+            f"SELECT id FROM sagas WHERE {_CLAIMABLE} {due} {ours}"
             " ORDER BY coalesce(due_at, lease_expires, created_at) LIMIT :limit"
         )
 
         def claim(conn: sqlite3.Connection) -> list[StoredSaga]:
             now = time.time()
-            params = {"owner": owner, "now": now, "limit": limit}
+            params = {"owner": owner, "now": now, "limit": limit, "known": json.dumps(keys)}
             ids = [saga_id for (saga_id,) in conn.execute(select, params)]
             conn.executemany(
                 "UPDATE sagas SET lease_owner = ?, lease_expires = ?, due_at = NULL WHERE id = ?",
@@ -327,6 +351,7 @@ class SqliteStore:
         message: Message = await self._write(_Do(send))
         self._watchers.wake(saga_id)
         self._watchers.wake(ANY_INSTANCE)
+        self._watchers.wake(ANY_MESSAGE)
         return message
 
     async def messages(self, saga_id: str, after: int = 0) -> list[Message]:
@@ -335,10 +360,47 @@ class SqliteStore:
             lambda conn: [Message(*row) for row in conn.execute(sql, (saga_id, after))]
         )
 
+    async def beat(self, worker: WorkerInfo) -> None:
+        def beat(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO sagakit_workers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                fleet_row(worker),
+            )
+            conn.execute(
+                "DELETE FROM sagakit_workers WHERE seen_at < ?", (worker.seen_at - FORGOTTEN_AFTER,)
+            )
+
+        await self._write(_Do(beat))
+
+    async def retire(self, owner: str) -> None:
+        def retire(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM sagakit_workers WHERE owner = ?", (owner,))
+
+        await self._write(_Do(retire))
+
+    async def workers(self) -> list[WorkerInfo]:
+        sql = "SELECT * FROM sagakit_workers WHERE seen_at > ? ORDER BY owner"
+        recent = (time.time() - FORGOTTEN_AFTER,)
+        return self._guarded(lambda conn: [worker_of(row) for row in conn.execute(sql, recent)])
+
     def watch(self, saga_id: str) -> AbstractAsyncContextManager[Watch]:
         """Woken at once by changes made through this store; polls for other processes'
-        (each ``wait`` returns after :data:`POLL_INTERVAL` at the most)."""
+        (each ``wait`` returns after :data:`POLL_INTERVAL` at the most). A watch of
+        ``ANY_MESSAGE`` looks at the inbox when it polls, and returns only for a new message
+        (or its timeout), since its watcher acts on every return."""
+        if saga_id == ANY_MESSAGE:
+            return self._inbox_watch()
         return self._watchers.watch(saga_id)
+
+    @contextlib.asynccontextmanager
+    async def _inbox_watch(self) -> AsyncIterator[Watch]:
+        async with self._watchers.watch(ANY_MESSAGE) as watched:
+            yield _InboxWatch(watched, self._newest_message)
+
+    def _newest_message(self) -> int:
+        sql = "SELECT coalesce(max(id), 0) FROM saga_inbox"
+        newest: int = self._guarded(lambda conn: conn.execute(sql).fetchone()[0])
+        return newest
 
     async def close(self) -> None:
         if self._queue:
@@ -503,3 +565,23 @@ def _load(conn: sqlite3.Connection, saga_id: str) -> StoredSaga | None:
         "SELECT coalesce(max(id), 0) FROM saga_inbox WHERE saga_id = ?", (saga_id,)
     ).fetchone()
     return StoredSaga(_sql.instance_of(row), [_sql.record_of(r) for r in log], last_message)
+
+
+class _InboxWatch:
+    """Polls the inbox's newest id: a wait returns once it grew, or at its timeout."""
+
+    __slots__ = ("_newest", "_seen", "_watched")
+
+    def __init__(self, watched: Watch, newest: Callable[[], int]) -> None:
+        self._watched = watched
+        self._newest = newest
+        self._seen = newest()
+
+    async def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            await self._watched.wait(left)
+            newest = self._newest()
+            if newest > self._seen:
+                self._seen = newest
+                return

@@ -158,18 +158,21 @@ class QueryContract:
         exact = await find(store, Query(), limit=23)
         assert len(exact.sagas) == 23 and exact.next is None
 
-    async def test_counts_are_per_name_and_status(self, store: Store) -> None:
+    async def test_counts_are_per_name_version_and_status(self, store: Store) -> None:
         statuses = [SagaStatus.COMPLETED, SagaStatus.COMPLETED, SagaStatus.NEEDS_ATTENTION]
         for n, status in enumerate(statuses):
             await put(store, Log(f"o{n}", "order", T0 + n, {}, []), status)
+        await put(store, Log("o-v2", "order", T0 + 4, {}, []), SagaStatus.COMPLETED, 2)
         await put(store, Log("t0", "trip", T0 + 5, {}, []), SagaStatus.COMPLETED)
         assert await store.counts() == [
-            Count("order", SagaStatus.COMPLETED, 2),
-            Count("order", SagaStatus.NEEDS_ATTENTION, 1),
-            Count("trip", SagaStatus.COMPLETED, 1),
+            Count("order", 1, SagaStatus.COMPLETED, 2),
+            Count("order", 1, SagaStatus.NEEDS_ATTENTION, 1),
+            Count("order", 2, SagaStatus.COMPLETED, 1),
+            Count("trip", 1, SagaStatus.COMPLETED, 1),
         ]
         assert await count(store, Query(names={"order"}, statuses={SagaStatus.COMPLETED})) == [
-            Count("order", SagaStatus.COMPLETED, 2)
+            Count("order", 1, SagaStatus.COMPLETED, 2),
+            Count("order", 2, SagaStatus.COMPLETED, 1),
         ]
 
     async def test_log_conditions_waiting_failing_error_and_stuck(self, store: Store) -> None:
@@ -207,7 +210,10 @@ class QueryContract:
         assert await found(Query(error="no mail")) == ["stopped"]
         assert await found(Query(stuck_for=600)) == ["overdue", "smtp"]
         assert await found(Query(stuck_for=600, statuses={SagaStatus.COMPLETED})) == []
-        stuck = [Count("order", SagaStatus.RUNNING, 1), Count("refund", SagaStatus.RUNNING, 1)]
+        stuck = [
+            Count("order", 1, SagaStatus.RUNNING, 1),
+            Count("refund", 1, SagaStatus.RUNNING, 1),
+        ]
         assert await count(store, Query(stuck_for=600), now=now) == stuck
 
     async def test_a_cursor_that_no_listing_printed_is_refused(self, store: Store) -> None:

@@ -24,6 +24,7 @@ from sagakit.log import Instance, Record, RecordType, SagaState, SagaStatus
 from sagakit.orchestration import CompensationContext, Engine, Saga, StepContext
 from sagakit.store import InstanceFilter, Store, StoredSaga
 from sagakit.store._base import ANY_INSTANCE, Watch
+from sagakit.store._fleet import FORGOTTEN_AFTER, WorkerInfo
 from sagakit.testing._query_contract import QueryContract
 
 
@@ -257,6 +258,40 @@ class SchedulingContract:
         assert ids(await store.claim("w1", 10, 30.0)) == ["early", "late"]
         assert ids(await store.claim("w2", 10, 30.0)) == []
         assert sorted(ids(await store.claim("w2", 10, 30.0, due_only=False))) == ["future", "idle"]
+
+    async def test_a_claim_takes_only_the_sagas_its_claimer_knows(self, store: Store) -> None:
+        now = time.time()
+        for saga_id, name, version, due in [
+            ("trip", "trip", 1, now - 3),
+            ("order-v1", "order", 1, now - 2),
+            ("order-v2", "order", 2, now - 1),
+            ("order-v2-idle", "order", 2, None),
+        ]:
+            row = Instance(saga_id, name, version, SagaStatus.RUNNING, now, now, due_at=due)
+            await store.create(row, [started()])
+        assert ids(await store.claim("w1", 10, 30.0, known={"order@2"})) == ["order-v2"]
+        assert ids(await store.claim("w2", 10, 30.0, known=set())) == []
+        everything = await store.claim("w2", 10, 30.0, due_only=False, known={"order@1", "order@2"})
+        assert sorted(ids(everything)) == ["order-v1", "order-v2-idle"]
+        assert ids(await store.claim("w3", 10, 30.0)) == ["trip"]
+
+    async def test_workers_report_themselves_and_retire(self, store: Store) -> None:
+        now = time.time()
+        first = WorkerInfo("h:1:a", "h", 1, ("order@1",), ("default",), now - 5, now - 5)
+        second = WorkerInfo("h:2:b", "h", 2, ("order@1", "order@2"), (), now - 1, now - 1)
+        await store.beat(first)
+        await store.beat(second)
+        assert await store.workers() == [first, second]
+        later = first._replace(seen_at=now)
+        await store.beat(later)
+        assert await store.workers() == [later, second]
+        await store.retire("h:2:b")
+        assert await store.workers() == [later]
+        forgotten = WorkerInfo(
+            "h:3:c", "h", 3, (), (), now - 2 * FORGOTTEN_AFTER, now - 2 * FORGOTTEN_AFTER
+        )
+        await store.beat(forgotten)
+        assert await store.workers() == [later]
 
     async def test_claim_returns_each_instance_as_load_would(self, store: Store) -> None:
         """A worker drives what it claims without loading it again, so the claim must
