@@ -53,6 +53,15 @@ class _Row:
     def key(self) -> str:
         return f"{self.instance.name}@{self.instance.version}"
 
+    @property
+    def rank(self) -> float:
+        """Claims take the earliest first: when it became due, or its lease lapsed."""
+        if self.due_at is not None:
+            return self.due_at
+        if self.lease_expires is not None:
+            return self.lease_expires
+        return self.instance.created_at
+
     def due(self, now: float) -> bool:
         """Its time has come, or whoever drove it stopped renewing (a dead worker)."""
         if self.due_at is not None and self.due_at <= now:
@@ -138,7 +147,7 @@ class MemoryStore:
     ) -> list[StoredSaga]:
         now = time.time()
         ready = [
-            (row.due_at if row.due_at is not None else row.instance.created_at, saga_id)
+            (row.rank, saga_id)
             for saga_id, row in self._rows.items()
             if row.status in UNFINISHED
             and row.free(owner, now)

@@ -380,9 +380,11 @@ class PostgresStore:
         keys = None if known is None else sorted(known)
         if not due_only:
             return await self._claim(_CLAIM_ALL, owner, limit, lease, keys)
-        taken = await self._claim(_CLAIM_DUE, owner, limit, lease, keys)
+        # Lapsed first: their sagas have waited a lease already, and behind a backlog of
+        # due work they would wait until it is gone (14 sagas waited 17 s behind 524 starts).
+        taken = await self._claim(_CLAIM_LAPSED, owner, limit, lease, keys)
         if len(taken) < limit:
-            taken += await self._claim(_CLAIM_LAPSED, owner, limit - len(taken), lease, keys)
+            taken += await self._claim(_CLAIM_DUE, owner, limit - len(taken), lease, keys)
         return taken
 
     async def _claim(

@@ -293,6 +293,19 @@ class SchedulingContract:
         await store.beat(forgotten)
         assert await store.workers() == [later]
 
+    async def test_a_lapsed_lease_is_claimed_beside_a_backlog_of_due_work(
+        self, store: Store
+    ) -> None:
+        """Its saga has waited since its lease lapsed; work that became due after that
+        must not keep it waiting until the whole backlog is done."""
+        now = time.time()
+        await store.create(instance("orphan"), [started()])
+        assert await store.acquire("dead", "orphan", -1.0)  # lapsed a second ago
+        for n in range(20):
+            await store.create(instance(f"due-{n:02}")._replace(due_at=now - 0.5), [started()])
+        claimed = ids(await store.claim("alive", 5, 30.0))
+        assert len(claimed) == 5 and "orphan" in claimed
+
     async def test_claim_returns_each_instance_as_load_would(self, store: Store) -> None:
         """A worker drives what it claims without loading it again, so the claim must
         return the whole log, the lease just taken and the newest message's id."""
