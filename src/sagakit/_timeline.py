@@ -465,15 +465,32 @@ def _detail(record: Record) -> Text:
     if kind is RecordType.OPERATOR_SKIPPED:
         note = f": {data['note']}" if data.get("note") else ""
         return Text(printable(f"by {data.get('by')}{note} -> {_short(data.get('result'))}"))
+    if kind is RecordType.OPERATOR_MIGRATED:
+        moved = f"v{data.get('from_version')} -> v{data.get('to_version')}"
+        note = f": {data['note']}" if data.get("note") else ""
+        return Text(printable(_clip(f"{moved} by {data.get('by')}{note}")))
     if kind is RecordType.CANCEL_REQUESTED:
         why = f": {data['reason']}" if data.get("reason") else ""
         return Text(printable(f"by {data.get('by', 'someone')}{why}"))
+    if kind is RecordType.CANCEL_REFUSED:
+        text = f"the cancel by {data.get('by', 'someone')}: {data.get('reason', '')}"
+        return Text(printable(_clip(text)), style="bold")
+    if kind is RecordType.CALL_TAKEN_OVER:
+        return _taken_over(data)
     if kind is RecordType.STEP_WAITING:
         until = "" if data["until"] is None else f" until {local_time(data['until'])}"
         return Text(printable(f"{data['role']} waits for {data['signal']!r}{until}"))
     if kind is RecordType.MESSAGE_RECEIVED:
         return _one_line(f"{data['name']!r} " + _short(json.loads(data["payload"])))
     return Text()
+
+
+def _taken_over(data: Mapping[str, Any]) -> Text:
+    """Whose call a new holder makes again, after the lease of the one that started it
+    lapsed: how recovery shows in the log."""
+    previous = data.get("previous") or "an earlier holder"
+    text = f"from {previous} (lease lapsed): {data.get('role')} made again by"
+    return Text(printable(f"{text} {data.get('holder')}, key {data.get('key')}"))
 
 
 def _one_line(text: str) -> Text:

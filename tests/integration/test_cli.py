@@ -307,6 +307,7 @@ def test_an_operator_cancels_a_running_saga(app_dir: Path, db: str) -> None:
     finished = run(["worker", "--app", "resumable_app:saga", "--db", db, "--once"], cwd=app_dir)
 
     assert cancelled.exit_code == 0, cancelled.output
+    assert "cancel sent to the worker driving it" in cancelled.stdout  # its call is unsettled
     assert finished.returncode == 0, finished.stderr
     state = cli_json("show", "to-cancel", "--db", db)
     assert state["status"] == "compensated"

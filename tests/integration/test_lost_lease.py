@@ -244,6 +244,7 @@ async def test_a_worker_whose_loop_was_blocked_past_its_lease_stops_driving(
     steps = [(r.type, r.step) for r in records if r.type is not RecordType.SAGA_STARTED]
     assert steps == [
         (RecordType.STEP_STARTED, "block"),
+        (RecordType.CALL_TAKEN_OVER, "block"),  # B says whose call it makes again
         (RecordType.STEP_SUCCEEDED, "block"),
         (RecordType.STEP_STARTED, "charge"),
         (RecordType.STEP_SUCCEEDED, "charge"),
@@ -355,10 +356,12 @@ async def test_a_write_refused_because_the_new_holder_wrote_first_ends_the_drive
     assert made == [("A", "first"), ("B", "first"), ("B", "second")]
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.getMessage() for r in warnings] == [
-        f"lost the lease of saga x to {B_OWNER}; the new holder carries it on"
+        "took over 1 saga from a-host:1 (lease lapsed): their calls in flight are made again"
+        " with the same idempotency keys",
+        f"lost the lease of saga x to {B_OWNER}; the new holder carries it on",
     ]
-    assert getattr(warnings[0], "saga_id", None) == "x"
-    assert getattr(warnings[0], "lease_owner", None) == B_OWNER
+    assert getattr(warnings[1], "saga_id", None) == "x"
+    assert getattr(warnings[1], "lease_owner", None) == B_OWNER
 
 
 async def test_a_renewal_that_finds_the_lease_gone_stops_the_drive_before_its_next_write(

@@ -183,6 +183,7 @@ PUBLIC: dict[str, list[str]] = {
         "Instance",
         "Journal",
         "Message",
+        "Migrated",
         "OperatorNote",
         "Received",
         "Record",

@@ -63,7 +63,7 @@ async def test_log_of_a_three_step_success() -> None:
         "input": {"k": 1},
     }
     assert state.records[2].data == json.dumps("a!")
-    assert state.records[1].data is None
+    assert json.loads(state.records[1].data or "null") == {"holder": engine.owner}
 
 
 async def test_log_of_a_compensation() -> None:

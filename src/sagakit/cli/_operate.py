@@ -196,8 +196,18 @@ def signal(
 @app.command()
 def cancel(saga_id: str, db: Db = DEFAULT_DB, reason: str = "", by: By = None) -> None:
     """Ask a running saga that has not passed its pivot to compensate."""
-    run(_operate(db, lambda client: client.cancel(saga_id, reason=reason, by=by)))
-    typer.echo(f"{saga_id}: cancel requested; it compensates")
+
+    async def cancelled() -> bool:
+        async with opened(db, create=False) as store:
+            return await Client(store).cancel(saga_id, reason=reason, by=by)
+
+    if run(cancelled()):
+        typer.echo(f"{saga_id}: cancelled; it compensates now (a worker undoes what was done)")
+    else:
+        typer.echo(
+            f"{saga_id}: cancel sent to the worker driving it: it compensates at its next step,"
+            " or refuses if the pivot has passed (sagakit show tells which)"
+        )
 
 
 async def _operate(url: str, action: Callable[[Client], Awaitable[None]]) -> None:

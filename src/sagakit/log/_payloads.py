@@ -2,12 +2,13 @@
 
 ================================  ==========================================================
 ``saga_started``                  :class:`Started`
-``step_started``                  null (the idempotency key is derived, see
-                                  :func:`sagakit.orchestration.idempotency_key`)
+``step_started``                  :class:`CallStarted`, or null (written before the holder
+                                  was kept); the idempotency key is derived, see
+                                  :func:`sagakit.orchestration.idempotency_key`
 ``step_succeeded``                the step's result itself
 ``step_failed``                   :class:`Failure`; ``retry_at`` null: the failure is final
 ``saga_compensating``             :class:`Compensating`
-``compensation_started``          null
+``compensation_started``          :class:`CallStarted`, or null
 ``compensation_succeeded``        null
 ``compensation_failed``           :class:`Failure`
 ``saga_completed``, ``saga_compensated``  null
@@ -19,6 +20,10 @@
                                   the record's ``step`` set: from that failed step)
 ``operator_resolved``             :class:`OperatorNote`: a person finished the saga by hand
 ``operator_skipped``              :class:`Skipped`: a person did the record's failed step
+``call_taken_over``               :class:`TakenOver`: a holder resumes the record's call that
+                                  another started, making it again with the same key
+``cancel_refused``                :class:`CancelRefused`: a cancel that came too late
+``operator_migrated``             :class:`Migrated`: a person moved it to a newer version
 ================================  ==========================================================
 
 A tracker adds the facts of the event behind a record (``event``, ``source``, ``event_id``,
@@ -100,3 +105,39 @@ class Skipped(OperatorNote):
     """An operator marked a failed forward step done: ``result`` stands for what it returns."""
 
     result: Any
+
+
+class Migrated(OperatorNote):
+    """An operator moved an unfinished saga to a newer version of its definition at a step
+    boundary: its steps become ``steps``; the steps done keep their state and results
+    under the names ``renamed`` gives them (old name to new, every step done listed)."""
+
+    from_version: int
+    to_version: int
+    steps: list[StepMeta]
+    renamed: dict[str, str]
+
+
+class CallStarted(TypedDict):
+    """Who made the call: the lease holder (``host:pid:tag``), so that the holder who takes
+    it over after a crash can say whose call it makes again."""
+
+    holder: str
+
+
+class TakenOver(TypedDict):
+    """The record's call (``role``: action or compensation, its ``step`` and ``attempt``)
+    was started by ``previous`` (None: not recorded), whose lease lapsed before it recorded
+    an outcome; ``holder`` makes it again with the idempotency key ``key``."""
+
+    previous: str | None
+    holder: str
+    role: str
+    key: str
+
+
+class CancelRefused(TypedDict):
+    """A cancel by ``by`` was not carried out, and why (the saga went past its pivot)."""
+
+    by: str
+    reason: str

@@ -78,6 +78,9 @@ class RecordType(StrEnum):
     OPERATOR_RETRY = "operator_retry"
     OPERATOR_RESOLVED = "operator_resolved"
     OPERATOR_SKIPPED = "operator_skipped"
+    CALL_TAKEN_OVER = "call_taken_over"
+    CANCEL_REFUSED = "cancel_refused"
+    OPERATOR_MIGRATED = "operator_migrated"
 
 
 class Record(NamedTuple):

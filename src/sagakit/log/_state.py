@@ -10,7 +10,7 @@ What each record kind carries is typed in :mod:`sagakit.log._payloads`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sagakit.log._codec import decode, encode
@@ -21,6 +21,7 @@ from sagakit.log._payloads import (
     Compensating,
     ErrorInfo,
     Failure,
+    Migrated,
     OperatorNote,
     Received,
     Skipped,
@@ -220,6 +221,8 @@ class SagaState:
             self.status = SagaStatuses.COMPLETED if forward else SagaStatuses.COMPENSATED
         elif kind is RecordTypes.OPERATOR_SKIPPED:
             self._skip(self.by_name[record.step or ""], _payload(record))
+        elif kind is RecordTypes.OPERATOR_MIGRATED:
+            self._migrate(_payload(record))
 
     def _retry(self, at: float, from_step: str | None) -> None:
         """An operator's retry: the calls that failed for good are due again, with a fresh
@@ -249,6 +252,30 @@ class SagaState:
         self.completed.append(step.name)
         steps = self.steps
         while self.cursor < len(steps) and steps[self.cursor].status is StepStatuses.SUCCEEDED:
+            self.cursor += 1
+
+    def _migrate(self, migrated: Migrated) -> None:
+        """An operator moved the saga to a newer version at a step boundary: its steps are
+        the new version's, those done keep their state and results under their new names,
+        and a saga that needed attention goes forward again from the first step not done."""
+        if self.status is SagaStatuses.NEEDS_ATTENTION:
+            self._reopen()
+        renamed = migrated["renamed"]
+        done = {renamed[s.name]: s for s in self.steps if s.name in renamed}
+        self.version = migrated["to_version"]
+        self.steps = [
+            replace(done[s["name"]], name=s["name"])
+            if s["name"] in done
+            else StepState(s["name"], s["kind"])
+            for s in migrated["steps"]
+        ]
+        self.by_name = {s.name: s for s in self.steps}
+        self.completed = [renamed[name] for name in self.completed if name in renamed]
+        self.raw_results = {
+            renamed[name]: result for name, result in self.raw_results.items() if name in renamed
+        }
+        self.cursor = 0
+        while self.cursor < len(self.steps) and self.steps[self.cursor].name in done:
             self.cursor += 1
 
     def _reopen(self) -> None:

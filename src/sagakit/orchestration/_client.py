@@ -18,7 +18,7 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from sagakit._retry import Outage
@@ -37,6 +37,7 @@ from sagakit.log._fast import RecordTypes, SagaStatuses, StepKinds, StepStatuses
 from sagakit.log._records import TERMINAL
 from sagakit.orchestration._definition import Saga
 from sagakit.orchestration._engine import SagaResult, default_owner
+from sagakit.orchestration._migration import migration
 from sagakit.orchestration._plan import (
     CANCEL,
     SKIP,
@@ -44,6 +45,7 @@ from sagakit.orchestration._plan import (
     new_saga_id,
     passed_pivot,
     skip_refusal,
+    unsettled,
 )
 from sagakit.store import Store
 
@@ -170,18 +172,28 @@ class Client:
             raise OperatorActionError(saga_id, "signal", why)
         await self.store.send(saga_id, name, encoded)
 
-    async def cancel(self, saga_id: str, *, reason: str = "", by: str | None = None) -> None:
-        """Ask an unfinished saga that has not passed its pivot to compensate."""
+    async def cancel(self, saga_id: str, *, reason: str = "", by: str | None = None) -> bool:
+        """Ask an unfinished saga that has not passed its pivot to compensate; True if it
+        is compensating now, False if the request went to its driver.
+
+        A saga a worker holds, or whose step's outcome is unknown (a call in flight when its
+        worker died, or a timeout with a retry pending), is told through its inbox: its
+        driver takes it at its next step boundary, makes an unknown call again with the same
+        idempotency key first, so what it did is undone too; and if that was the pivot and
+        it succeeded, the cancel is refused, as a ``cancel_refused`` record in the log says."""
         request = {"by": by or self.operator, "reason": reason}
         state = await self.state(saga_id)
         _check_cancel(saga_id, state)
         if not await self.store.acquire(self.owner, saga_id, _ACT_LEASE):
             # a worker is driving it: it reads the request at its next step or wait
             await self.store.send(saga_id, CANCEL, encode(request))
-            return
+            return False
         try:
             state = await self.state(saga_id)
             _check_cancel(saga_id, state)
+            if unsettled(state) is not None:  # settled by the next driver, then cancelled
+                await self.store.send(saga_id, CANCEL, encode(request))
+                return False
             why = f"cancelled by {request['by']}" + (f": {reason}" if reason else "")
             await self._append(
                 state,
@@ -192,6 +204,7 @@ class Client:
             )
         finally:
             await self.store.release(self.owner, saga_id, time.time())
+        return True
 
     async def retry(
         self,
@@ -281,6 +294,63 @@ class Client:
         await self._operate(
             saga_id, "skip", lambda state: _check_skip(saga_id, state, step), records
         )
+
+    async def migrate(
+        self,
+        saga_id: str,
+        to: Saga,
+        *,
+        map_steps: Mapping[str, str] | None = None,
+        note: str,
+        by: str | None = None,
+    ) -> None:
+        """Move an unfinished saga to ``to``, a newer version of its definition, at a step
+        boundary: the steps it has done stay done, and ``to``'s steps run from there. For
+        when the old version's code must go; otherwise an instance finishes on its version.
+
+        Allowed while nobody drives the saga (its lease is taken, as :meth:`retry` does)
+        and it goes forward: pending, running, or needing attention on its way forward
+        (it then goes on, due now, from the first step not done). Refused with
+        :class:`OperatorActionError`, recording nothing, for a saga that compensates, has
+        finished, or is held by a worker; for a ``to`` of another name, or of the same or
+        an older version; and without a note. Refused with :class:`StepActionError`
+        naming the step:
+
+        - a call in flight (started, its outcome not recorded), or parked in ``wait_for``,
+          or timed out with a retry pending: what it did is not known, nor is it known
+          under which step's key to make it again;
+        - a step done that does not map onto ``to``: the steps done, in order, must be
+          ``to``'s first steps, each of the same kind, by name or renamed through
+          ``map_steps`` (old name to new);
+        - a compensatable step done, renamed before the pivot: its compensation is handed
+          the key the action was made with, and keys derive from step names, so the undo
+          would name a key under which nothing was done. Past the pivot nothing done is
+          ever compensated, and any step may be renamed;
+        - a step of ``to`` not done, named as a done step that was renamed: it would make
+          its calls with that step's key and get its answer back.
+
+        What carries over: each step done keeps its result (later steps read it in
+        ``ctx.results`` under its new name) and its attempts; its compensation is called
+        with the key its action was made with, since its name is kept while it may be
+        undone. The steps not done start afresh in ``to`` (one of the same name has the
+        same key, as a retry would). ``operator_migrated`` records who,
+        why, both versions, ``to``'s steps and the names, and the instance's row moves
+        to ``to.version`` in the same transaction, so only workers that registered
+        ``to`` claim it (it is due at once).
+        """
+        if not note.strip():
+            raise OperatorActionError(saga_id, "migrate", "say why it moves (a note)")
+        if not await self.store.acquire(self.owner, saga_id, _ACT_LEASE):
+            await self.state(saga_id)  # an unknown id says so
+            raise OperatorActionError(saga_id, "migrate", "it is being driven; try again shortly")
+        try:
+            state = await self.state(saga_id)
+            migrated = migration(state, to, map_steps or {}, by or self.operator, note)
+            journal = Journal(state)
+            journal.add(RecordTypes.OPERATOR_MIGRATED, data=encode(migrated))
+            await self.store.append_migrated(saga_id, journal.take(), state.status, to.version)
+        finally:
+            await self.store.release(self.owner, saga_id, time.time())
 
     async def _operate(
         self,

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sagakit._retry import Retry
@@ -45,9 +45,12 @@ from sagakit.orchestration._plan import (
     CANCEL,
     SKIP,
     Plan,
+    cancel_pending,
+    cancel_reason,
     log_fields,
     passed_pivot,
     skip_refusal,
+    unsettled,
 )
 from sagakit.store import Store
 
@@ -71,6 +74,7 @@ class Driver:
     """One instance being driven: its plan, its state, and records not yet committed."""
 
     __slots__ = (
+        "cancelling",
         "check_inbox",
         "hand_back",
         "journal",
@@ -78,6 +82,7 @@ class Driver:
         "lease_until",
         "plan",
         "retries",
+        "started_by",
         "state",
         "store",
     )
@@ -109,6 +114,12 @@ class Driver:
         self.late_calls = {} if late_calls is None else late_calls
         """Sync actions still running in their thread after a timeout, by idempotency key
         (the engine shares one dict among its drivers): undoing one waits for it."""
+        self.started_by: str | None = None
+        """The payload of the ``*_started`` records made here (a ``CallStarted``, as JSON,
+        encoded once by the engine): who made the call, for whoever takes it over."""
+        self.cancelling: Mapping[str, Any] | None = None
+        """A cancel taken while a call's outcome was unknown: carried out (or refused) once
+        that call is settled."""
 
     async def create(self, owner: str, lease: float) -> bool:
         """Store the new instance, leased to ``owner``, with the records made so far;
@@ -134,13 +145,18 @@ class Driver:
         """Take the instance as far as it goes now: to a terminal status, or to a wait that
         is handed back, whose due time is returned (None when terminal or message-bound)."""
         state = self.state
+        if state.cancel is not None and cancel_pending(state):
+            self.cancelling = state.cancel
         try:
             while True:
                 if self.check_inbox:
                     await self.take_messages()
                 status = state.status
                 if status is SagaStatuses.RUNNING or status is SagaStatuses.PENDING:
-                    await self._forward()
+                    if self.cancelling is None:
+                        await self._forward()
+                    else:
+                        await self._settle_for_cancel(self.cancelling)
                 elif status is SagaStatuses.COMPENSATING:
                     await self._compensate()
                 else:
@@ -164,12 +180,61 @@ class Driver:
                 self._skip(decode(message.payload))
 
     def _cancel(self, request: dict[str, Any]) -> None:
+        """Record a cancel and act on it: compensate; or, while a forward call's outcome is
+        unknown, settle that call first (see :meth:`_settle_for_cancel`); past the pivot,
+        refuse it, saying so in the log."""
         self.journal.add(RecordTypes.CANCEL_REQUESTED, None, 0, encode(request))
-        if self.state.status in (SagaStatuses.RUNNING, SagaStatuses.PENDING) and not passed_pivot(
-            self.state
-        ):
-            by, why = request.get("by", "someone"), request.get("reason", "")
-            self._begin_compensation(f"cancelled by {by}" + (f": {why}" if why else ""))
+        state = self.state
+        if state.status is not SagaStatuses.RUNNING and state.status is not SagaStatuses.PENDING:
+            return
+        if passed_pivot(state):
+            self._refuse_cancel(request, "it has passed its pivot: it only goes forward")
+        elif unsettled(state) is not None:
+            self.cancelling = request
+        else:
+            self._begin_compensation(cancel_reason(request))
+
+    async def _settle_for_cancel(self, request: Mapping[str, Any]) -> None:
+        """Carry out a cancel that came while a forward call's outcome was unknown.
+
+        The call is made again with its idempotency key (the service de-duplicates, so its
+        answer says what the first call did), a pending retry without waiting out its
+        back-off, and its outcome recorded as any other's (a retry it schedules is another
+        settling call). Once nothing is in doubt, a step
+        that succeeded is compensated with the others, and one that failed for good is
+        not done; but if the step was the pivot and it succeeded, the saga can only go
+        forward, and the cancel is refused. The cancel is durable meanwhile: a resumed
+        drive finds it pending in the log and settles the call in the same way.
+        """
+        state = self.state
+        step_state = unsettled(state)
+        if step_state is not None:
+            if step_state.status is StepStatuses.FAILED:  # at once: a back-off spares a
+                # service that struggles, and the saga is to be undone, not pushed on
+                attempt = step_state.attempts + 1
+                self.journal.add(_START, step_state.name, attempt, self.started_by)
+            await self._forward()
+            if state.status is not SagaStatuses.RUNNING:  # it failed for good: compensating
+                self.cancelling = None
+            return
+        self.cancelling = None
+        if passed_pivot(state):
+            settled = state.steps[state.cursor - 1].name
+            self._refuse_cancel(
+                request,
+                f"its pivot {settled!r} was in flight when the cancel came, and succeeded when"
+                " made again with its idempotency key: the saga only goes forward",
+            )
+        else:
+            self._begin_compensation(cancel_reason(request))
+
+    def _refuse_cancel(self, request: Mapping[str, Any], why: str) -> None:
+        by = str(request.get("by", "someone"))
+        refused = encode({"by": by, "reason": why})
+        self.journal.add(RecordTypes.CANCEL_REFUSED, None, 0, refused)
+        logger.warning(
+            "saga %s: the cancel by %s is refused: %s", self.state.id, by, why, extra=self.facts()
+        )
 
     def _skip(self, request: dict[str, Any]) -> None:
         """Apply an operator's skip (see ``Client.skip``) if its step is still failed: its
@@ -203,7 +268,7 @@ class Driver:
             if before_pivot and state.deadline_at is not None and time.time() >= state.deadline_at:
                 self._begin_compensation(str(SagaDeadlineError(saga.name, state.id)))
                 return
-            self.journal.add(_START, step.name, step_state.attempts + 1, None)
+            self.journal.add(_START, step.name, step_state.attempts + 1, self.started_by)
         if self.journal.pending:
             await self.flush()
         if time.time() >= self.lease_until:  # lapsed while the write waited (a stall)
@@ -288,7 +353,7 @@ class Driver:
             if step_state.retry_at is not None:
                 await self._wait_until(step_state.retry_at)
             attempt = step_state.compensation_attempts + 1
-            self.journal.add(_COMP_START, step.name, attempt, None)
+            self.journal.add(_COMP_START, step.name, attempt, self.started_by)
         await self.flush()
         if time.time() >= self.lease_until:
             raise LeaseLost

@@ -36,6 +36,7 @@ from sagakit.orchestration._definition import Saga
 from sagakit.orchestration._driver import Driver
 from sagakit.orchestration._lease import GONE, LagWatch, LeaseLost, after_lost_lease, held_until
 from sagakit.orchestration._plan import Plan, log_fields, new_saga_id
+from sagakit.orchestration._takeover import TakeoverNotes
 from sagakit.store import ANY_INSTANCE, Store, StoredSaga, Watch
 
 logger = logging.getLogger("sagakit.orchestration")
@@ -153,6 +154,9 @@ class Engine:
         self._renewing: set[asyncio.Task[None]] = set()
         self._lag = LagWatch(lease, self._drivers)
         self._late_calls: dict[str, asyncio.Future[Any]] = {}
+        self._started_by = encode({"holder": self.owner})
+        """What each ``*_started`` record made here carries (a ``CallStarted``)."""
+        self._takeovers = TakeoverNotes()
         """Timed-out sync actions whose threads still run, shared by the drivers here."""
         self.unreleased: dict[str, float | None] = {}
         """Hand-backs that failed (the database was away): instance id to its due time, for
@@ -284,7 +288,9 @@ class Engine:
     def _driver(self, plan: Plan, journal: Journal) -> Driver:
         key = (plan.saga.name, plan.saga.version)
         retries = self._retries[key]
-        return Driver(self.store, plan, journal, self.hand_back, retries, self._late_calls)
+        driver = Driver(self.store, plan, journal, self.hand_back, retries, self._late_calls)
+        driver.started_by = self._started_by
+        return driver
 
     async def _join(self, saga_id: str) -> SagaResult:
         """Wait for the outcome of an instance this engine is already driving."""
@@ -390,7 +396,8 @@ class Engine:
 
     async def _start(self, driver: Driver) -> SagaResult:
         """Create the instance, leased to us, with its first ``step_started``; drive it."""
-        driver.journal.add(RecordTypes.STEP_STARTED, driver.plan.saga.steps[0].name, 1)
+        first = driver.plan.saga.steps[0].name
+        driver.journal.add(RecordTypes.STEP_STARTED, first, 1, self._started_by)
         if not await driver.create(self.owner, self.lease):
             return await self._existing(driver.state.id)
         return await self._drive(driver)
@@ -421,6 +428,14 @@ class Engine:
         result.lost_lease = note
         return result
 
+    def _note_takeover(self, journal: Journal) -> None:
+        """Record (before the call is made again: the drive's next flush writes it) that
+        the call in flight was started by another holder, if it was."""
+        taken = self._takeovers.record(journal.state, self.owner)
+        if taken is not None:
+            started, payload = taken
+            journal.add(RecordTypes.CALL_TAKEN_OVER, started.step, started.attempt, payload)
+
     async def _resume(self, stored: StoredSaga) -> SagaResult:
         saga_id = stored.instance.id
         journal = Journal(SagaState.from_records(saga_id, stored.records))
@@ -444,6 +459,8 @@ class Engine:
             return SagaResult.of(state)
         driver = self._driver(plan, journal)
         driver.lease_until = held_until(stored.instance.lease_expires, self.lease)
+        if state.records[-1].type is not RecordTypes.SAGA_STARTED:  # a new one has no call
+            self._note_takeover(journal)
         driver.check_inbox = stored.last_message > state.last_message  # woken by a message?
         return await self._drive(driver)
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from sagakit.errors import SerializationError
-from sagakit.log import Journal, SagaState, StepMeta
+from sagakit.errors import SerializationError, StepTimeoutError
+from sagakit.log import ErrorInfo, Journal, SagaState, StepMeta, StepState
 from sagakit.log._codec import ENCODE_ERRORS, encode
-from sagakit.log._fast import SagaStatuses, StepKinds, StepStatuses
+from sagakit.log._fast import RecordTypes, SagaStatuses, StepKinds, StepStatuses
 from sagakit.orchestration._definition import Saga
 
 CANCEL = "sagakit.cancel"
@@ -27,6 +28,55 @@ def passed_pivot(state: SagaState) -> bool:
         or (s.kind == StepKinds.RETRIABLE.value and s.attempts > 0)
         for s in state.steps
     )
+
+
+def unsettled(state: SagaState) -> StepState | None:
+    """The forward step whose outcome is unknown, if there is one: it must be settled (its
+    action made again with the same key) before a cancel may compensate the saga.
+
+    That is a call started with no outcome recorded (its process died, or lost its lease,
+    mid-call), and a failure with a retry pending that may have applied the action: a
+    timeout, which cut the call off without an answer. A service that answered with an
+    error is taken at its word (it did nothing); a step that may do part of its work
+    before it fails says so with ``compensate_on_failure`` and is undone either way.
+    A step parked in ``wait_for`` is not in flight: a cancel compensates it at once.
+    """
+    if state.cursor == len(state.steps):
+        return None
+    step = state.steps[state.cursor]
+    status = step.status
+    if status is StepStatuses.RUNNING:
+        return step
+    if status is StepStatuses.FAILED and step.retry_at is not None and _cut_off(step.error):
+        return step
+    return None
+
+
+def _cut_off(error: ErrorInfo | None) -> bool:
+    return error is not None and error["type"] == _TIMEOUT
+
+
+_TIMEOUT = f"{StepTimeoutError.__module__}.{StepTimeoutError.__qualname__}"
+
+
+def cancel_pending(state: SagaState) -> bool:
+    """Was the saga's latest cancel taken but neither carried out nor refused yet (a call
+    it waits to settle was still in flight when the process driving it stopped)?"""
+    if state.cancel is None or state.status not in (SagaStatuses.RUNNING, SagaStatuses.PENDING):
+        return False
+    for record in reversed(state.records):
+        kind = record.type
+        if kind is RecordTypes.CANCEL_REQUESTED:
+            return True
+        if kind is RecordTypes.CANCEL_REFUSED or kind is RecordTypes.SAGA_COMPENSATING:
+            return False
+    return False
+
+
+def cancel_reason(request: Mapping[str, Any]) -> str:
+    """Why a cancelled saga compensates, as its ``saga_compensating`` record says."""
+    by, why = request.get("by", "someone"), request.get("reason", "")
+    return f"cancelled by {by}" + (f": {why}" if why else "")
 
 
 def skip_refusal(state: SagaState, step: str) -> str | None:

@@ -71,6 +71,15 @@ class Store(Protocol):
         """
         ...
 
+    async def append_migrated(
+        self, saga_id: str, records: Sequence[Record], status: SagaStatus, version: int
+    ) -> None:
+        """:meth:`append`, also setting the instance's definition ``version``, in one
+        transaction: an operator moved the instance to another version of its saga, so
+        claims by ``name@version`` (``claim(known=...)``) find it under its new key, and
+        never the row without the records that say so. Raises as :meth:`append` does."""
+        ...
+
     async def load(self, saga_id: str) -> StoredSaga | None:
         """The instance and its log, or None if there is no such instance."""
         ...
@@ -179,6 +188,11 @@ class StoreWrapper:
 
     async def append(self, saga_id: str, records: Sequence[Record], status: SagaStatus) -> None:
         await self.inner.append(saga_id, records, status)
+
+    async def append_migrated(
+        self, saga_id: str, records: Sequence[Record], status: SagaStatus, version: int
+    ) -> None:
+        await self.inner.append_migrated(saga_id, records, status, version)
 
     async def load(self, saga_id: str) -> StoredSaga | None:
         return await self.inner.load(saga_id)

@@ -111,6 +111,13 @@ class MemoryStore:
         if self._watchers:
             self._watchers.wake(saga_id)
 
+    async def append_migrated(
+        self, saga_id: str, records: Sequence[Record], status: SagaStatus, version: int
+    ) -> None:
+        await self.append(saga_id, records, status)  # awaits nothing: one step, as a commit
+        row = self._rows[saga_id]
+        row.instance = row.instance._replace(version=version)
+
     async def load(self, saga_id: str) -> StoredSaga | None:
         row = self._rows.get(saga_id)
         return None if row is None else self._stored(saga_id, row)

@@ -240,6 +240,7 @@ FROM message GROUP BY id, at
 commit in id order and a reader that resumes ``after`` the last id it saw misses none."""
 
 _LOAD = f"{_WITH_LOGS.format(row='sagas')} WHERE s.id = $1 ORDER BY l.seq"
+_SET_VERSION = "UPDATE sagas SET version = $2 WHERE id = $1"
 _READ_BACK = """SELECT seq, type, at, step, attempt, data FROM saga_log
     WHERE saga_id = $1 AND seq = ANY($2::integer[]) ORDER BY seq"""
 _BEAT = """
@@ -335,6 +336,18 @@ class PostgresStore:
         await self._write(_Append(saga_id, records, status))
         if self._watchers:
             self._watchers.wake(saga_id)
+
+    async def append_migrated(
+        self, saga_id: str, records: Sequence[Record], status: SagaStatus, version: int
+    ) -> None:
+        """In a transaction of its own, not group-committed: an operator's rare action."""
+        with self._settings.translated():
+            async with self._pool.acquire() as conn, conn.transaction():
+                ok, outcome = await _savepointed(conn, _Append(saga_id, records, status))
+                if not ok:
+                    raise outcome
+                await conn.execute(_SET_VERSION, saga_id, version)
+        self._watchers.wake(saga_id)
 
     async def load(self, saga_id: str) -> StoredSaga | None:
         with self._settings.translated():

@@ -238,6 +238,19 @@ class SqliteStore:
         if self._watchers:
             self._watchers.wake(saga_id)
 
+    async def append_migrated(
+        self, saga_id: str, records: Sequence[Record], status: SagaStatus, version: int
+    ) -> None:
+        update = (status.value, records[-1].at, status in TERMINAL, saga_id)
+        append = _Append(saga_id, records[0].seq, update, _sql.log_rows(saga_id, records))
+
+        def migrate(conn: sqlite3.Connection) -> None:
+            append.apply(conn)
+            conn.execute("UPDATE sagas SET version = ? WHERE id = ?", (version, saga_id))
+
+        await self._write(_Do(migrate))
+        self._watchers.wake(saga_id)
+
     async def load(self, saga_id: str) -> StoredSaga | None:
         return self._guarded(lambda conn: _load(conn, saga_id))
 

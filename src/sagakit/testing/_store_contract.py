@@ -112,6 +112,29 @@ class StoreContract(QueryContract):
         with pytest.raises(UnknownSagaError):
             await store.append("ghost", [step_record(1)], SagaStatus.RUNNING)
 
+    async def test_a_migration_moves_the_instance_to_its_new_version(self, store: Store) -> None:
+        await store.create(instance("m"), [started()])
+        moved = step_record(1, RecordType.OPERATOR_MIGRATED, '{"to_version":2}')
+        await store.append_migrated("m", [moved], SagaStatus.RUNNING, 2)
+        loaded = await store.load("m")
+        assert loaded is not None
+        assert loaded.records[1:] == [moved]
+        assert (loaded.instance.version, loaded.instance.status) == (2, SagaStatus.RUNNING)
+        assert [i.id for i in await store.instances(InstanceFilter(versions={2}))] == ["m"]
+        old = await store.claim("w", 10, 30.0, due_only=False, known={"contract@1"})
+        new = await store.claim("w", 10, 30.0, due_only=False, known={"contract@2"})
+        assert (ids(old), ids(new)) == ([], ["m"])
+
+    async def test_a_refused_migration_changes_nothing(self, store: Store) -> None:
+        await store.create(instance("m"), [started(), step_record(1)])
+        with pytest.raises(ConcurrentUpdateError):
+            await store.append_migrated("m", [step_record(1)], SagaStatus.COMPENSATING, 2)
+        loaded = await store.load("m")
+        assert loaded is not None and len(loaded.records) == 2
+        assert (loaded.instance.version, loaded.instance.status) == (1, SagaStatus.RUNNING)
+        with pytest.raises(UnknownSagaError):
+            await store.append_migrated("ghost", [step_record(1)], SagaStatus.RUNNING, 2)
+
     async def test_one_failing_write_does_not_fail_concurrent_ones(self, store: Store) -> None:
         ids = [f"s{i}" for i in range(20)]
         await asyncio.gather(*(store.create(instance(i), [started()]) for i in ids))
