@@ -212,6 +212,7 @@ PUBLIC: dict[str, list[str]] = {
         "StepContext",
         "Worker",
         "idempotency_key",
+        "load_definitions",
         "load_sagas",
         "new_saga_id",
         "on_queues",

@@ -6,7 +6,7 @@ can carry a saga on after a crash.
 """
 
 from sagakit._retry import Retry
-from sagakit.orchestration._apps import load_sagas
+from sagakit.orchestration._apps import load_definitions, load_sagas
 from sagakit.orchestration._client import Client
 from sagakit.orchestration._context import CompensationContext, StepContext
 from sagakit.orchestration._definition import Saga, Step
@@ -27,6 +27,7 @@ __all__ = [
     "StepContext",
     "Worker",
     "idempotency_key",
+    "load_definitions",
     "load_sagas",
     "new_saga_id",
     "on_queues",

@@ -9,26 +9,41 @@ an application can build its sagas around services it opens at start-up).
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, TypeVar
 
 from sagakit.errors import AppReferenceError
 from sagakit.orchestration._definition import Saga
 
+T = TypeVar("T")
+
 
 def load_sagas(reference: str) -> list[Saga]:
     """The sagas ``reference`` (``package.module:attribute``) points at."""
+    return load_definitions(reference, (Saga,), "a Saga")
+
+
+def load_definitions(reference: str, kinds: tuple[type[T], ...], what: str) -> list[T]:
+    """The objects of ``kinds`` (described as ``what``) that ``reference`` points at: one,
+    a non-empty list or tuple of them, or what a callable there returns."""
     module_name, colon, attribute = reference.partition(":")
     if not colon or not module_name or not attribute:
         raise AppReferenceError(f"--app must look like module:attribute, not {reference!r}")
     target = _attribute(_module(module_name), module_name, attribute)
-    if callable(target) and not isinstance(target, Saga):
+    if callable(target) and not isinstance(target, kinds):
         try:
             target = target()
         except Exception as error:
             raise AppReferenceError(
                 f"calling {reference} failed: {type(error).__name__}: {error}"
             ) from error
-    return _sagas(reference, target)
+    if isinstance(target, kinds):
+        return [target]
+    if isinstance(target, list | tuple) and target and all(isinstance(t, kinds) for t in target):
+        return list(target)
+    raise AppReferenceError(
+        f"{reference} is {type(target).__name__}, not {what}, a non-empty list or tuple of "
+        "them, or a callable returning one"
+    )
 
 
 def _module(name: str) -> Any:
@@ -50,14 +65,3 @@ def _attribute(module: Any, module_name: str, path: str) -> Any:
         except AttributeError:
             raise AppReferenceError(f"module {module_name!r} has no attribute {path!r}") from None
     return target
-
-
-def _sagas(reference: str, target: Any) -> list[Saga]:
-    if isinstance(target, Saga):
-        return [target]
-    if isinstance(target, (list, tuple)) and target and all(isinstance(s, Saga) for s in target):
-        return list(target)
-    raise AppReferenceError(
-        f"{reference} is {type(target).__name__}, not a Saga, a non-empty list or tuple of "
-        "Sagas, or a callable returning one"
-    )
