@@ -12,7 +12,6 @@ Pages run newest first; a page's :attr:`Page.next` is an opaque cursor for the o
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import collections
@@ -238,12 +237,11 @@ async def count(
 
 
 async def views(store: Store, instances: Iterable[Instance]) -> list[SagaView]:
-    """Each instance with its log folded, in the same order (read side by side)."""
-    loaded = await asyncio.gather(*(store.load(i.id) for i in instances))
+    """Each instance with its log folded, in the same order (read in one round trip)."""
+    loaded = await store.load_many([i.id for i in instances])
     return [
         SagaView(stored.instance, SagaState.from_records(stored.instance.id, stored.records))
         for stored in loaded
-        if stored is not None
     ]
 
 

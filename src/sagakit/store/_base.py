@@ -84,6 +84,12 @@ class Store(Protocol):
         """The instance and its log, or None if there is no such instance."""
         ...
 
+    async def load_many(self, saga_ids: Sequence[str]) -> list[StoredSaga]:
+        """The instances and their logs, in the order of ``saga_ids``, in one round trip
+        where the store can (a listing reads a page of them); ids of no instance are left
+        out."""
+        ...
+
     async def instances(
         self, rows: InstanceFilter = ALL, *, after: Position | None = None, limit: int | None = None
     ) -> list[Instance]:
@@ -196,6 +202,9 @@ class StoreWrapper:
 
     async def load(self, saga_id: str) -> StoredSaga | None:
         return await self.inner.load(saga_id)
+
+    async def load_many(self, saga_ids: Sequence[str]) -> list[StoredSaga]:
+        return await self.inner.load_many(saga_ids)
 
     async def instances(
         self, rows: InstanceFilter = ALL, *, after: Position | None = None, limit: int | None = None

@@ -122,6 +122,10 @@ class MemoryStore:
         row = self._rows.get(saga_id)
         return None if row is None else self._stored(saga_id, row)
 
+    async def load_many(self, saga_ids: Sequence[str]) -> list[StoredSaga]:
+        rows = self._rows
+        return [self._stored(saga_id, rows[saga_id]) for saga_id in saga_ids if saga_id in rows]
+
     async def instances(
         self, rows: InstanceFilter = ALL, *, after: Position | None = None, limit: int | None = None
     ) -> list[Instance]:

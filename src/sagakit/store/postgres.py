@@ -240,6 +240,7 @@ FROM message GROUP BY id, at
 commit in id order and a reader that resumes ``after`` the last id it saw misses none."""
 
 _LOAD = f"{_WITH_LOGS.format(row='sagas')} WHERE s.id = $1 ORDER BY l.seq"
+_LOAD_MANY = f"{_WITH_LOGS.format(row='sagas')} WHERE s.id = ANY($1::text[]) ORDER BY s.id, l.seq"
 _SET_VERSION = "UPDATE sagas SET version = $2 WHERE id = $1"
 _READ_BACK = """SELECT seq, type, at, step, attempt, data FROM saga_log
     WHERE saga_id = $1 AND seq = ANY($2::integer[]) ORDER BY seq"""
@@ -354,6 +355,12 @@ class PostgresStore:
             rows = await self._pool.fetch(_LOAD, saga_id)
         found = _stored_sagas(rows)
         return found[0] if found else None
+
+    async def load_many(self, saga_ids: Sequence[str]) -> list[StoredSaga]:
+        with self._settings.translated():
+            rows = await self._pool.fetch(_LOAD_MANY, list(saga_ids))
+        by_id = {stored.instance.id: stored for stored in _stored_sagas(rows)}
+        return [by_id[saga_id] for saga_id in saga_ids if saga_id in by_id]
 
     async def instances(
         self, rows: InstanceFilter = ALL, *, after: Position | None = None, limit: int | None = None

@@ -254,6 +254,12 @@ class SqliteStore:
     async def load(self, saga_id: str) -> StoredSaga | None:
         return self._guarded(lambda conn: _load(conn, saga_id))
 
+    async def load_many(self, saga_ids: Sequence[str]) -> list[StoredSaga]:
+        def load_all(conn: sqlite3.Connection) -> list[StoredSaga]:
+            return [stored for saga_id in saga_ids if (stored := _load(conn, saga_id))]
+
+        return self._guarded(load_all)
+
     async def instances(
         self, rows: InstanceFilter = ALL, *, after: Position | None = None, limit: int | None = None
     ) -> list[Instance]:

@@ -78,6 +78,17 @@ class StoreContract(QueryContract):
         assert len(loaded.records) == 1
         assert loaded.instance.status is SagaStatus.RUNNING
 
+    async def test_load_many_reads_each_instance_in_the_order_asked(self, store: Store) -> None:
+        for saga_id in ("m1", "m2", "m3"):
+            await store.create(instance(saga_id), [started(), step_record(1)])
+        await store.append("m2", [step_record(2)], SagaStatus.RUNNING)
+        found = await store.load_many(["m3", "nobody", "m1", "m2"])
+        assert [s.instance.id for s in found] == ["m3", "m1", "m2"]
+        for stored in found:
+            alone = await store.load(stored.instance.id)
+            assert alone is not None and stored.records == alone.records
+        assert await store.load_many([]) == []
+
     async def test_load_of_unknown_id_is_none(self, store: Store) -> None:
         assert await store.load("nope") is None
 
