@@ -10,6 +10,7 @@ import pytest
 
 from saga_logs import SagaLogs
 from servers import SERVERS, reachable
+from worker_processes import WorkerProcess
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -31,3 +32,12 @@ def saga_logs(request: pytest.FixtureRequest) -> Iterator[SagaLogs]:
     logs = SagaLogs(request.param)
     yield logs
     asyncio.run(logs.drop_all())
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    """The worker processes a test started (see :mod:`worker_processes`), stopped at its end."""
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()

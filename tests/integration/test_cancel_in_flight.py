@@ -12,15 +12,13 @@ effect, with a retry pending, is the third case.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 
@@ -29,6 +27,7 @@ import pytest
 from saga_logs import SagaLogs
 from sagakit import Client, Engine, SagaStatus, Store, open_store
 from sagakit.log import RecordType, SagaState
+from worker_processes import open_ledger
 
 SAGAKIT = str(Path(sys.executable).with_name("sagakit"))
 
@@ -96,21 +95,11 @@ saga = build(60.0)
 """
 
 
-@contextlib.contextmanager
-def _open(path: Path) -> Iterator[sqlite3.Connection]:
-    db = sqlite3.connect(path)
-    try:
-        with db:
-            yield db
-    finally:
-        db.close()
-
-
 @pytest.fixture
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The app module (as the worker imports it), its ledger beside it."""
     ledger = tmp_path / "ledger.db"
-    with _open(ledger) as db:
+    with open_ledger(ledger) as db:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE calls (key TEXT PRIMARY KEY, n INTEGER NOT NULL)")
         db.execute("CREATE TABLE effects (key TEXT PRIMARY KEY, kind TEXT, at REAL)")
@@ -140,7 +129,7 @@ async def store(url: str) -> AsyncIterator[Store]:
 
 
 def ledger_of(app: ModuleType) -> tuple[dict[str, tuple[str, float]], dict[str, int]]:
-    with _open(Path(app.LEDGER)) as db:
+    with open_ledger(Path(app.LEDGER)) as db:
         effects = {k: (kind, at) for k, kind, at in db.execute("SELECT * FROM effects")}
         calls = dict(db.execute("SELECT key, n FROM calls").fetchall())
     return effects, calls
@@ -178,7 +167,7 @@ async def until_hung(app: ModuleType, key: str, victim: subprocess.Popen[bytes])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert victim.poll() is None, "the worker exited before it hung"
-        with _open(Path(app.LEDGER)) as db:
+        with open_ledger(Path(app.LEDGER)) as db:
             if db.execute("SELECT 1 FROM hung WHERE key = ?", (key,)).fetchone():
                 return
         await asyncio.sleep(0.02)

@@ -14,13 +14,9 @@ worker made no call once it woke.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
 import sqlite3
-import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +24,7 @@ import pytest
 from saga_logs import SagaLogs
 from sagakit import Client, OperatorActionError, Saga, SagaStatus, StepKind, open_store
 from sagakit.log import RecordType, SagaState
+from worker_processes import WorkerProcess, migrated_log, open_ledger, until
 
 SAGAKIT = str(Path(sys.executable).with_name("sagakit"))
 SAGAS = 100
@@ -112,20 +109,9 @@ def definition() -> Saga:
     return saga.add(noop, name="email", kind=StepKind.RETRIABLE)
 
 
-@contextlib.contextmanager
-def _open(path: Path) -> Iterator[sqlite3.Connection]:
-    """The ledger, committed and closed at the end."""
-    db = sqlite3.connect(path)
-    try:
-        with db:
-            yield db
-    finally:
-        db.close()
-
-
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
-    with _open(tmp_path / "ledger.db") as db:
+    with open_ledger(tmp_path / "ledger.db") as db:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(
             "CREATE TABLE calls (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT, saga TEXT,"
@@ -139,68 +125,24 @@ def app_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store_url(saga_logs: SagaLogs, tmp_path: Path) -> str:
-    url = saga_logs.new(tmp_path / "log")
-    store = await open_store(url)  # created and migrated before the workers race to
-    await store.close()
-    return url
+    return await migrated_log(saga_logs, tmp_path / "log")
 
 
-class WorkerProcess:
-    """``sagakit worker`` in a process of its own, its output kept in files."""
-
-    def __init__(self, app_dir: Path, url: str, role: str) -> None:
-        self.err = app_dir / f"{role}.err"
-        args = [SAGAKIT, "worker", "--app", "frozen_app:saga", "--db", url]
-        args += ["--concurrency", str(SAGAS), "--lease", str(LEASE), "--poll", "0.05"]
-        env = {
-            **os.environ,
-            "ROLE": role,
-            "LEDGER": str(app_dir / "ledger.db"),
-            "THAW": str(app_dir / "thaw"),
-        }
-        with self.err.open("wb") as err:
-            self.process = subprocess.Popen(
-                args, cwd=app_dir, env=env, stdout=subprocess.DEVNULL, stderr=err
-            )
-
-    def stderr(self) -> str:
-        return self.err.read_text()
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a frozen process cannot take a SIGTERM
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=DEADLINE)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
-
-
-async def until(check: Callable[[], bool], what: str) -> None:
-    """Until ``check()`` holds. It looks at other processes, which cannot be awaited: a
-    bounded look every 20 ms."""
-    try:
-        async with asyncio.timeout(DEADLINE):
-            while True:
-                if check():
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        pytest.fail(f"gave up waiting for {what}")
+def worker(app_dir: Path, url: str, role: str) -> WorkerProcess:
+    options = ["--concurrency", str(SAGAS), "--lease", str(LEASE), "--poll", "0.05"]
+    env = {"LEDGER": str(app_dir / "ledger.db"), "THAW": str(app_dir / "thaw")}
+    return WorkerProcess(
+        app_dir, url, role, app="frozen_app:saga", options=options, env=env, deadline=DEADLINE
+    )
 
 
 def held(ledger: Path) -> dict[str, str]:
-    with _open(ledger) as db:
+    with open_ledger(ledger) as db:
         return dict(db.execute("SELECT saga, step FROM held").fetchall())
 
 
 def row_count(ledger: Path) -> int:
-    with _open(ledger) as db:
+    with open_ledger(ledger) as db:
         count: int = db.execute("SELECT count(*) FROM calls").fetchone()[0]
     return count
 
@@ -238,7 +180,7 @@ async def test_a_frozen_worker_and_a_cancel_of_100_sagas_leave_no_effect_undone_
 ) -> None:
     ledger = app_dir / "ledger.db"
     holds = {f"order-{i}": STEPS[i % len(STEPS)] for i in range(SAGAS)}
-    a = WorkerProcess(app_dir, store_url, "A")
+    a = worker(app_dir, store_url, "A")
     workers.append(a)
     store = await open_store(store_url)
     refused_at_once = 0
@@ -255,7 +197,7 @@ async def test_a_frozen_worker_and_a_cancel_of_100_sagas_leave_no_effect_undone_
                 await client.cancel(saga_id, reason="frozen worker", by="ops")
             except OperatorActionError:  # past its pivot, as the log shows at once
                 refused_at_once += 1
-        b = WorkerProcess(app_dir, store_url, "B")
+        b = worker(app_dir, store_url, "B")
         workers.append(b)
         results = {s: (await client.result(s, timeout=DEADLINE)).status for s in holds}
         states = {s: await client.state(s) for s in holds}
@@ -305,7 +247,7 @@ def _check_ledger(
 ) -> None:
     """Each compensated saga's effects (up to the one held) all undone; a completed saga's
     all applied, none undone; no call after the saga's terminal record."""
-    with _open(ledger) as db:
+    with open_ledger(ledger) as db:
         effects = db.execute("SELECT saga, step, kind FROM effects").fetchall()
         calls = db.execute("SELECT saga, at FROM calls").fetchall()
     done: dict[str, set[str]] = {s: set() for s in holds}

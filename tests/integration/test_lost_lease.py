@@ -15,16 +15,11 @@ finds the lease gone, before the next write.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import re
-import signal
-import sqlite3
-import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -43,6 +38,7 @@ from sagakit import (
 )
 from sagakit.log import Record, RecordType
 from sagakit.store import StoreWrapper
+from worker_processes import WorkerProcess, migrated_log, open_ledger, until
 
 SAGAKIT = str(Path(sys.executable).with_name("sagakit"))
 LEASE = 0.6
@@ -125,26 +121,15 @@ def definition() -> Saga:
     return saga.add(noop, name="charge", kind="pivot").add(noop, name="notify", kind="retriable")
 
 
-@contextlib.contextmanager
-def _open(path: Path) -> Iterator[sqlite3.Connection]:
-    """The ledger, committed and closed at the end."""
-    db = sqlite3.connect(path)
-    try:
-        with db:
-            yield db
-    finally:
-        db.close()
-
-
 def calls(ledger: Path) -> list[tuple[str, int, str, int]]:
     """(role, pid, step, attempt) of every call the workers made, in order."""
-    with _open(ledger) as db:
+    with open_ledger(ledger) as db:
         return db.execute("SELECT role, pid, step, attempt FROM calls ORDER BY rowid").fetchall()
 
 
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
-    with _open(tmp_path / "ledger.db") as db:
+    with open_ledger(tmp_path / "ledger.db") as db:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE calls (role TEXT, pid INTEGER, step TEXT, attempt INTEGER)")
     (tmp_path / "lost_app.py").write_text(APP)
@@ -153,74 +138,29 @@ def app_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store_url(saga_logs: SagaLogs, tmp_path: Path) -> str:
-    url = saga_logs.new(tmp_path / "log")
-    store = await open_store(url)  # created and migrated before the workers race to
-    await store.close()
-    return url
+    return await migrated_log(saga_logs, tmp_path / "log")
 
 
-class WorkerProcess:
-    """``sagakit worker`` in a process of its own, its output kept in files."""
-
-    def __init__(self, app_dir: Path, url: str, role: str) -> None:
-        self.out, self.err = app_dir / f"{role}.out", app_dir / f"{role}.err"
-        args = [SAGAKIT, "worker", "--app", "lost_app:saga", "--db", url]
-        args += ["--lease", str(LEASE), "--poll", "0.05"]
-        env = {
-            **os.environ,
-            "ROLE": role,
-            "LEDGER": str(app_dir / "ledger.db"),
-            "RELEASE": str(app_dir / "release"),
-        }
-        with self.out.open("wb") as out, self.err.open("wb") as err:
-            self.process = subprocess.Popen(args, cwd=app_dir, env=env, stdout=out, stderr=err)
-
-    def stdout(self) -> str:
-        return self.out.read_text()
-
-    def stderr(self) -> str:
-        return self.err.read_text()
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=DEADLINE)
+def worker(app_dir: Path, url: str, role: str) -> WorkerProcess:
+    env = {"LEDGER": str(app_dir / "ledger.db"), "RELEASE": str(app_dir / "release")}
+    options = ["--lease", str(LEASE), "--poll", "0.05"]
+    return WorkerProcess(
+        app_dir, url, role, app="lost_app:saga", options=options, env=env, deadline=DEADLINE
+    )
 
 
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
-
-
-async def until(check: Callable[[], bool], what: str) -> None:
-    """Until ``check()`` holds. It looks at other processes, which cannot be awaited: a
-    bounded look every 20 ms."""
-    try:
-        async with asyncio.timeout(DEADLINE):
-            while True:
-                if check():
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        pytest.fail(f"gave up waiting for {what}")
-
-
-@pytest.mark.timeout(180)
 async def test_a_worker_whose_loop_was_blocked_past_its_lease_stops_driving(
     store_url: str, app_dir: Path, workers: list[WorkerProcess]
 ) -> None:
     ledger = app_dir / "ledger.db"
-    a = WorkerProcess(app_dir, store_url, "A")
+    a = worker(app_dir, store_url, "A")
     workers.append(a)
     store = await open_store(store_url)
     try:
         client = Client(store)
         saga_id = await client.start(definition(), saga_id="blocked")
         await until(lambda: [c[2] for c in calls(ledger)] == ["block"], "A to call 'block'")
-        b = WorkerProcess(app_dir, store_url, "B")  # A's loop is blocked: it cannot renew
+        b = worker(app_dir, store_url, "B")  # A's loop is blocked: it cannot renew
         workers.append(b)
         await until(lambda: "lost the lease" in a.stderr(), "A to say it lost the lease")
         (app_dir / "release").touch()

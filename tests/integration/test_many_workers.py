@@ -9,10 +9,8 @@ at most once, and exactly once for what the outcome says happened.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ import pytest
 
 from saga_logs import SagaLogs
 from sagakit import Client, Saga, SagaStatus, Store, open_store
+from worker_processes import open_ledger
 
 SAGAKIT = str(Path(sys.executable).with_name("sagakit"))
 SAGAS = 300
@@ -91,21 +90,10 @@ def definition() -> Saga:
     return saga
 
 
-@contextlib.contextmanager
-def _open(path: Path) -> Iterator[sqlite3.Connection]:
-    """The ledger, committed and closed at the end (Python 3.13 warns of an unclosed one)."""
-    db = sqlite3.connect(path)
-    try:
-        with db:
-            yield db
-    finally:
-        db.close()
-
-
 @pytest.fixture
 def ledger(tmp_path: Path) -> Path:
     path = tmp_path / "ledger.db"
-    with _open(path) as db:
+    with open_ledger(path) as db:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE calls (key TEXT PRIMARY KEY, n INTEGER NOT NULL)")
         db.execute("CREATE TABLE effects (key TEXT PRIMARY KEY, kind TEXT NOT NULL)")
@@ -184,7 +172,7 @@ async def test_300_sagas_survive_a_worker_killed_mid_run(
 def _check_ledger(ledger: Path, statuses: dict[str, SagaStatus]) -> None:
     """Each effect at most once per key (the table's key makes a second one visible as a
     call without an effect); exactly the effects each outcome implies."""
-    with _open(ledger) as db:
+    with open_ledger(ledger) as db:
         effects = dict(db.execute("SELECT key, kind FROM effects").fetchall())
         calls = dict(db.execute("SELECT key, n FROM calls").fetchall())
         hung = [key for (key,) in db.execute("SELECT key FROM hung")]
@@ -209,7 +197,7 @@ async def _until_hung(ledger: Path) -> None:
     ledger writes cannot be awaited: a bounded look every 20 ms)."""
     async with asyncio.timeout(60):
         while True:
-            with _open(ledger) as db:
+            with open_ledger(ledger) as db:
                 if db.execute("SELECT count(*) FROM hung").fetchone()[0]:
                     return
             await asyncio.sleep(0.02)
