@@ -49,7 +49,8 @@ class Backend(Generic[T]):
     ``schemes``: the first is the one errors name (``redis`` for ``redis`` and ``rediss``).
     ``driver``: the module the backend needs that the core does not install, checked before
     ``load`` runs; it comes with the PyPI ``package`` that ``pip install 'sagakit[extra]'``
-    installs. None for a backend of the core.
+    installs. None for a backend of the core. ``form``: the URL's shape as help texts show
+    it (``sqlite:///PATH.db``).
     """
 
     schemes: tuple[str, ...]
@@ -57,6 +58,13 @@ class Backend(Generic[T]):
     driver: str | None = None
     package: str = ""
     extra: str = ""
+    form: str = ""
+
+    @property
+    def described(self) -> str:
+        """``form``, with the extra to install when the core lacks the driver."""
+        shape = self.form or f"{self.schemes[0]}://"
+        return f"{shape} (sagakit[{self.extra}])" if self.extra else shape
 
 
 class SchemeTable(Generic[T]):
@@ -78,6 +86,8 @@ class SchemeTable(Generic[T]):
         self._missing = missing
         self.names = [backend.schemes[0] for backend in backends]
         """The schemes errors and documentation name, one per backend."""
+        self.forms = [backend.described for backend in backends]
+        """Each backend's URL shape and the extra it needs, for help texts."""
 
     def load(self, url: str) -> T:
         """What the backend for ``url``'s scheme loads (its class, or a function opening it)."""

@@ -313,3 +313,18 @@ def test_an_operator_cancels_a_running_saga(app_dir: Path, db: str) -> None:
     assert state["status"] == "compensated"
     assert state["reason"] == "cancelled by ops: duplicate order"
     assert cli("cancel", "to-cancel", "--db", db).exit_code == 1
+
+
+def test_help_names_every_saga_log_url_and_the_extra_it_needs() -> None:
+    from sagakit.store import SCHEMES
+
+    done = subprocess.run(
+        [SAGAKIT, "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        check=True,
+    )
+    for scheme in SCHEMES:
+        assert f"{scheme}://" in done.stdout
+    assert "sagakit[postgres]" in done.stdout

@@ -245,6 +245,7 @@ PUBLIC: dict[str, list[str]] = {
         "Store",
         "StoreWrapper",
         "StoredSaga",
+        "URL_FORMS",
         "Watch",
         "WorkerInfo",
         "open_store",

@@ -10,17 +10,21 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from rich.markup import escape
 
 from sagakit.errors import SagakitError
 from sagakit.log import SagaStatus
-from sagakit.store import Store, open_store
+from sagakit.store import URL_FORMS, Store, open_store
 
 DEFAULT_DB = "sqlite:///sagakit.db"
 T = TypeVar("T")
 
+DB_URLS = escape(", ".join(URL_FORMS))  # rich would read [postgres] as a style
+
 app = typer.Typer(
     name="sagakit",
     help="Run, inspect and resume sagas recorded in a saga log.",
+    epilog=f"Saga logs (--db, default $SAGAKIT_DB, else {DEFAULT_DB}): {DB_URLS}.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold saga inputs: keep them off screens
@@ -31,7 +35,7 @@ Db = Annotated[
     typer.Option(
         "--db",
         envvar="SAGAKIT_DB",
-        help="Saga log URL: sqlite:///path.db, or memory:// (gone when the command ends).",
+        help=f"Saga log URL: {DB_URLS}; memory:// is gone when the command ends.",
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]

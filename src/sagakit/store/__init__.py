@@ -17,6 +17,7 @@ __all__ = [
     "ANY_INSTANCE",
     "ANY_MESSAGE",
     "SCHEMES",
+    "URL_FORMS",
     "Count",
     "FieldEquals",
     "InstanceFilter",
@@ -48,19 +49,24 @@ def _missing_driver(backend: Backend[_Opener]) -> StoreError:
 
 _STORES: SchemeTable[_Opener] = SchemeTable(
     Backend(("memory",), lambda: _open_memory),
-    Backend(("sqlite",), lazy("sagakit.store.sqlite", "SqliteStore.open")),
+    Backend(
+        ("sqlite",), lazy("sagakit.store.sqlite", "SqliteStore.open"), form="sqlite:///PATH.db"
+    ),
     Backend(
         ("postgresql", "postgres"),
         lazy("sagakit.store.postgres", "PostgresStore.open"),
         driver="asyncpg",
         package="asyncpg",
         extra="postgres",
+        form="postgresql://USER@HOST[:PORT]/DB[?schema=NAME]",
     ),
     unsupported=UnsupportedDatabaseError,
     missing=_missing_driver,
 )
 
 SCHEMES = _STORES.names
+URL_FORMS = _STORES.forms
+"""Each saga log's URL shape, with the extra it needs: what ``--db`` help texts list."""
 
 
 async def open_store(url: str, *, create: bool = True) -> Store:
