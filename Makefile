@@ -38,14 +38,19 @@ demo: $(CORE)
 test: $(DEV)
 	$(BIN)/python -m pytest
 
+# Each docs/examples/ directory is checked as one program of its own: their files are
+# top-level modules, and two directories may both have, say, an `orders` module.
 lint: $(DEV) $(BENCH)  # mypy reads the DBOS baseline too
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs/examples
+	$(BIN)/ruff format --check src tests benchmarks docs/examples
 	$(BIN)/mypy
+	for examples in $(sort $(dir $(wildcard docs/examples/*/*.py))); do \
+	    $(BIN)/mypy --strict "$$examples" || exit 1; done
 	$(BIN)/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 bench: $(DEV) $(BENCH)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache demo.db*
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .import_linter_cache demo.db*

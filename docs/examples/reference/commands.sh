@@ -1,0 +1,6 @@
+# Every command's options, as `sagakit COMMAND --help` prints them 100 columns wide.
+for command in list show retry resolve skip signal cancel worker versions upgrade-saga \
+    migrate graph demo; do
+    echo "$ sagakit $command --help"
+    sagakit "$command" --help
+done
