@@ -25,14 +25,17 @@ from rich.table import Table
 from rich.text import Text
 
 from sagakit.log import (
+    NO_REDACTION,
     Instance,
     Record,
     RecordType,
+    Redaction,
     SagaState,
     SagaStatus,
     StepKind,
     StepState,
     StepStatus,
+    shown_data,
 )
 
 SAGA_STYLES: dict[SagaStatus, str] = {
@@ -276,7 +279,7 @@ def attempts(state: SagaState) -> list[list[Attempt]]:
         if call is None or record.step is None:
             continue
         role, outcome = call
-        data = _data(record)
+        data = shown_data(record, state.redaction)
         if outcome == "waiting" and isinstance(data, dict):
             role = str(data.get("role", role))
         tries = calls.setdefault((record.step, role), {})
@@ -392,25 +395,25 @@ def _events(state: SagaState) -> Table:
     table.add_column("detail", ratio=1)
     start = state.records[0].at if state.records else 0.0
     for record in state.records:
-        table.add_row(*event_cells(record, start))
+        table.add_row(*event_cells(record, start, state.redaction))
     return table
 
 
-def event_cells(record: Record, start: float) -> list[Text]:
+def event_cells(record: Record, start: float, redaction: Redaction = NO_REDACTION) -> list[Text]:
     """A timeline row: milliseconds since ``start``, the event, its step and attempt, and
-    the one fact worth seeing."""
+    the one fact worth seeing, its saga's secret fields masked."""
     return [
         Text(_since(record.at, start)),
         Text(record.type.value, style=_event_style(record.type)),
         Text(printable(record.step or "")),
         Text(str(record.attempt) if record.attempt else ""),
-        _detail(record),
+        _detail(record, redaction),
     ]
 
 
-def event_line(record: Record, start: float) -> Text:
+def event_line(record: Record, start: float, redaction: Redaction = NO_REDACTION) -> Text:
     """A timeline row as one line (``show --follow`` prints them as records land)."""
-    since, event, step, attempt, detail = event_cells(record, start)
+    since, event, step, attempt, detail = event_cells(record, start, redaction)
     event.pad_right(_EVENT_WIDTH - len(event))
     parts = [Text(since.plain.rjust(7)), event, step]
     if attempt:
@@ -440,13 +443,9 @@ def _event_style(kind: RecordType) -> str:
     return ""
 
 
-def _data(record: Record) -> Any:
-    return None if record.data is None else json.loads(record.data)
-
-
-def _detail(record: Record) -> Text:
+def _detail(record: Record, redaction: Redaction) -> Text:
     """The one fact worth seeing for each kind of record; values are cut to one line."""
-    data = _data(record)
+    data = shown_data(record, redaction)
     kind = record.type
     if isinstance(data, dict) and data.keys() >= _TRACKED and "payload" in data:
         return _one_line(f"{data['event']} from {data['source']}: {_short(data['payload'])}")

@@ -6,7 +6,8 @@
     ├── InvalidArgumentError       an argument that cannot work; also a ValueError
     │   ├── SagaDefinitionError        a saga was declared wrongly (raised at declaration)
     │   ├── ServiceDefinitionError     a choreographed service's handlers were declared wrongly
-    │   └── AppReferenceError          ``--app`` does not lead to saga definitions
+    │   ├── AppReferenceError          ``--app`` does not lead to saga definitions
+    │   └── SagaIdConflictError        a start reuses a saga id for another saga or input
     ├── SerializationError         an input or a step result is not JSON
     ├── StepTimeoutError           a step or compensation ran past its timeout
     ├── SagaDeadlineError          the saga ran past its deadline
@@ -56,6 +57,7 @@ __all__ = [
     "ResultTimeoutError",
     "SagaDeadlineError",
     "SagaDefinitionError",
+    "SagaIdConflictError",
     "SagakitError",
     "SchemaVersionError",
     "SerializationError",
@@ -81,6 +83,19 @@ class InvalidArgumentError(SagakitError, ValueError):
 
     Raised where the argument is given, before anything is recorded or sent.
     """
+
+
+class SagaIdConflictError(InvalidArgumentError):
+    """A start names a saga id that is an instance of another saga, or of another input.
+
+    Starting is idempotent on the id, so a repeated start returns the instance it made.
+    Returning that instance for a *different* request would pass off one saga's outcome
+    as another's; nothing is recorded instead.
+    """
+
+    def __init__(self, saga_id: str, existing: str, asked: str) -> None:
+        super().__init__(f"saga id {saga_id!r} is already {existing}, not {asked}")
+        self.saga_id = saga_id
 
 
 class SagaDefinitionError(InvalidArgumentError):

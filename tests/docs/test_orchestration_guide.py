@@ -32,6 +32,7 @@ from sagakit import (
     Retry,
     SagaDeadlineError,
     SagaDefinitionError,
+    SagaIdConflictError,
     SagaState,
     SagaStatus,
     SerializationError,
@@ -548,8 +549,10 @@ async def test_starting_one_saga_id_twice_is_one_instance(
     store = MemoryStore()
     engine = Engine(store, [example.checkout])
     first = await engine.run(example.checkout, {"cents": 1}, saga_id="c")
-    again = await engine.run(example.checkout, {"cents": 2}, saga_id="c")
+    again = await engine.run(example.checkout, {"cents": 1}, saga_id="c")
     assert first.results == again.results and again.results["charge"] == {"cents": 1}
+    with pytest.raises(SagaIdConflictError, match="with another input"):
+        await engine.run(example.checkout, {"cents": 2}, saga_id="c")
     assert example.charged == [1]
     assert len((await state_of(store, "c")).records) == 4  # started, started, succeeded, done
     client = Client(store)

@@ -17,6 +17,7 @@ from sagakit import (
     ResultTimeoutError,
     Retry,
     Saga,
+    SagaIdConflictError,
     SagaStatus,
     StepContext,
     UnknownSagaError,
@@ -111,9 +112,11 @@ async def test_start_is_idempotent_on_the_id(store: MemoryStore, running_worker:
     saga = order_saga(Calls())
     assert await client.start(saga, {"order": 1}, saga_id="o-1") == "o-1"
     await client.result("o-1", timeout=10)
-    assert await client.start(saga, {"order": 2}, saga_id="o-1") == "o-1"
+    assert await client.start(saga, {"order": 1}, saga_id="o-1") == "o-1"
     assert (await client.result("o-1", timeout=10)).status is SagaStatus.COMPLETED
     assert running_worker.log.count("charge") == 1
+    with pytest.raises(SagaIdConflictError, match="with another input"):
+        await client.start(saga, {"order": 2}, saga_id="o-1")
 
 
 async def test_a_waiting_step_holds_no_worker_and_goes_on_when_signalled(

@@ -16,6 +16,7 @@ from sagakit import (
     MemoryStore,
     Retry,
     Saga,
+    SagaIdConflictError,
     SagaStatus,
     SerializationError,
     StepContext,
@@ -899,13 +900,30 @@ async def test_running_the_same_id_twice_returns_the_first_outcome() -> None:
     engine = Engine(store)
     first = await engine.run(saga, {"n": 1}, saga_id="x")
     log_before = (await engine.status("x")).records
-    second = await engine.run(saga, {"n": 2}, saga_id="x")
+    second = await engine.run(saga, {"n": 1}, saga_id="x")
     assert second == first
     assert second.status is SagaStatus.COMPLETED
     assert rec.count("action", "a") == 1
     assert (await engine.status("x")).records == log_before
-    assert (await engine.status("x")).input == {"n": 1}
     assert len(await store.instances()) == 1
+
+
+async def test_an_id_reused_for_another_saga_or_input_is_refused_and_records_nothing() -> None:
+    rec = Recorder()
+    saga = Saga("s").add(rec.action("a", {"v": 1}), compensate=rec.compensation("a"))
+    other = Saga("t").add(rec.action("b", 2), compensate=rec.compensation("b"))
+    store = MemoryStore()
+    engine = Engine(store, [saga, other])
+    await engine.run(saga, {"n": 1, "m": [1, 2]}, saga_id="x")
+    log_before = (await engine.status("x")).records
+    with pytest.raises(SagaIdConflictError, match="'x' is already an instance of 's'"):
+        await engine.run(other, {"n": 1, "m": [1, 2]}, saga_id="x")
+    with pytest.raises(SagaIdConflictError, match="with another input"):
+        await engine.run(saga, {"n": 2, "m": [1, 2]}, saga_id="x")
+    same = await engine.run(saga, {"m": [1, 2], "n": 1}, saga_id="x")  # keys in another order
+    assert same.status is SagaStatus.COMPLETED
+    assert (await engine.status("x")).records == log_before
+    assert rec.count("action", "b") == 0
 
 
 async def test_rerunning_a_compensated_id_does_not_run_again() -> None:

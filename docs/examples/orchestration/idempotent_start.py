@@ -1,9 +1,18 @@
 """An idempotent start: the same ``saga_id`` twice is one instance, run once. A web handler
-that retries after a timeout, or a message delivered twice, starts no second saga."""
+that retries after a timeout, or a message delivered twice, starts no second saga; the same
+id with another input is refused, since it is another request."""
 
 import asyncio
 
-from sagakit import Client, Engine, Saga, SagaStatus, StepContext, open_store
+from sagakit import (
+    Client,
+    Engine,
+    Saga,
+    SagaIdConflictError,
+    SagaStatus,
+    StepContext,
+    open_store,
+)
 
 charged: list[int] = []
 
@@ -30,9 +39,16 @@ async def main() -> None:
     store = await open_store("memory://")
     engine = Engine(store, [checkout])
     first = await handle_checkout(engine, "c-5", 1999)
-    again = await handle_checkout(engine, "c-5", 2999)  # a retry, even with another input
+    again = await handle_checkout(engine, "c-5", 1999)  # a retry of the same request
     assert first is again is SagaStatus.COMPLETED
-    assert charged == [1999]  # the first start's input; the action ran once
+    assert charged == [1999]  # the action ran once
+    # --8<-- [start:conflict]
+    try:
+        await handle_checkout(engine, "c-5", 2999)  # the same id for another request
+    except SagaIdConflictError as refused:
+        print(refused)  # saga id 'checkout-c-5' is already an instance of 'checkout' ...
+    # --8<-- [end:conflict]
+    assert charged == [1999]
 
     # --8<-- [start:client]
     client = Client(store)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from sagakit.errors import SagaDefinitionError
-from sagakit.log import StepKind, StepMeta
+from sagakit.log import StepKind, StepMeta, redaction_paths
 
 Events = str | Collection[str]
 """One event type, or several."""
@@ -83,7 +83,11 @@ class ChoreographyStep:
 
 
 class Choreography:
-    """A choreographed saga's definition: its steps, its events, and its longest silence."""
+    """A choreographed saga's definition: its steps, its events, and its longest silence.
+
+    ``redact`` names the events' payload fields that are secret, masked by every reader of
+    the saga log as an orchestrated saga's are (see :class:`sagakit.Saga`).
+    """
 
     def __init__(
         self,
@@ -97,9 +101,14 @@ class Choreography:
         compensated: Events = (),
         needs_attention: Events = (),
         max_gap: float = 300.0,
+        redact: Iterable[str] = (),
     ) -> None:
         if not name or not isinstance(name, str):
             raise SagaDefinitionError(str(name), "a choreography needs a non-empty name")
+        try:
+            self.redact = redaction_paths([redact] if isinstance(redact, str) else redact)
+        except ValueError as bad:
+            raise SagaDefinitionError(name, str(bad)) from None
         if not isinstance(version, int) or version < 1:
             raise SagaDefinitionError(name, f"version must be a positive int: {version!r}")
         if not max_gap > 0:  # NaN too

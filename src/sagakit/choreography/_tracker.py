@@ -444,13 +444,16 @@ class _EventRecords:
 
 def _started(choreography: Choreography, event: Event) -> Started:
     """The ``saga_started`` payload; the input is the event's payload if it starts one."""
-    return {
+    started: Started = {
         "name": choreography.name,
         "version": choreography.version,
         "input": event.payload if event.type in choreography.starts else None,
         "steps": choreography.steps_meta,
         "deadline_at": None,
     }
+    if choreography.redact:
+        started["redact"] = list(choreography.redact)
+    return started
 
 
 def _facts(event: Event) -> dict[str, Any]:

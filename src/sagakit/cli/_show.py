@@ -58,7 +58,7 @@ async def follow(
             await change.wait(FOLLOW_CHECK)
             for record in (await _stored(store, saga_id)).records[len(state.records) :]:
                 state.apply(record)
-                line(event_line(record, start))
+                line(event_line(record, start, state.redaction))
         return state
 
 

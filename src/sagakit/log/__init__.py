@@ -29,10 +29,13 @@ from sagakit.log._records import (
     StepKind,
     StepStatus,
 )
+from sagakit.log._redaction import MASK, NO_REDACTION, Redaction, redaction_paths
 from sagakit.log._results import Results
-from sagakit.log._state import SagaState, StepState
+from sagakit.log._state import SagaState, StepState, shown_data
 
 __all__ = [
+    "MASK",
+    "NO_REDACTION",
     "Attention",
     "CancelRequest",
     "Compensating",
@@ -46,6 +49,7 @@ __all__ = [
     "Received",
     "Record",
     "RecordType",
+    "Redaction",
     "Results",
     "SagaState",
     "SagaStatus",
@@ -56,4 +60,6 @@ __all__ = [
     "StepState",
     "StepStatus",
     "Waiting",
+    "redaction_paths",
+    "shown_data",
 ]

@@ -48,6 +48,8 @@ class Started(TypedDict):
     input: Any
     steps: list[StepMeta]
     deadline_at: float | None
+    redact: NotRequired[list[str]]
+    """The payload fields the definition names as secret, when it names any."""
 
 
 class ErrorInfo(TypedDict):

@@ -9,7 +9,7 @@ What each record kind carries is typed in :mod:`sagakit.log._payloads`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,6 +29,7 @@ from sagakit.log._payloads import (
     Waiting,
 )
 from sagakit.log._records import Record, SagaStatus, StepStatus
+from sagakit.log._redaction import NO_REDACTION, Redaction
 from sagakit.log._results import Results
 
 
@@ -56,14 +57,14 @@ class StepState:
     """Who marked the failed step done by hand, and why (``operator_skipped``); its result is
     then theirs. Not :attr:`StepStatus.SKIPPED`, which is a step that never ran."""
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, shown: Redaction = NO_REDACTION) -> dict[str, Any]:
         return {
             "name": self.name,
             "kind": self.kind,
             "status": self.status.value,
             "attempts": self.attempts,
             "compensation_attempts": self.compensation_attempts,
-            "result": None if self.result is None else decode(self.result),
+            "result": None if self.result is None else shown(decode(self.result)),
             "error": self.error,
             "compensation_error": self.compensation_error,
             "retry_at": self.retry_at,
@@ -103,6 +104,9 @@ class SagaState:
     operator's retry goes back to, so an old reason neither lingers nor repeats."""
     cursor: int = 0
     """Index of the first step whose action has not succeeded (``len(steps)`` when none)."""
+    redaction: Redaction = NO_REDACTION
+    """The payload fields its definition named as secret (``saga_started`` carries them):
+    what every reader masks before showing a payload."""
 
     @property
     def input(self) -> Any:
@@ -295,8 +299,11 @@ class SagaState:
         steps: list[StepMeta],
         deadline_at: float | None,
         input_json: str,
+        redact: Sequence[str] = (),
     ) -> None:
         """Start the instance as a ``saga_started`` record with these fields says."""
+        if redact:
+            self.redaction = Redaction(redact)
         self.name = name
         self.version = version
         self.input_json = input_json
@@ -317,14 +324,14 @@ class SagaState:
             "name": self.name,
             "version": self.version,
             "status": self.status.value,
-            "input": self.input,
+            "input": self.redaction(self.input),
             "reason": self.reason,
             "failed_compensations": self.failed_compensations,
             "cancel": self.cancel,
             "resolution": self.resolution,
             "started_at": self.records[0].at if self.records else None,
             "updated_at": self.records[-1].at if self.records else None,
-            "steps": [s.as_dict() for s in self.steps],
+            "steps": [s.as_dict(self.redaction) for s in self.steps],
         }
         if events:
             out["events"] = [
@@ -334,11 +341,23 @@ class SagaState:
                     "at": r.at,
                     "step": r.step,
                     "attempt": r.attempt,
-                    "data": None if r.data is None else decode(r.data),
+                    "data": shown_data(r, self.redaction),
                 }
                 for r in self.records
             ]
         return out
+
+
+def shown_data(record: Record, redaction: Redaction) -> Any:
+    """A record's payload decoded, its secret fields masked, as a reader may show it.
+
+    A message's payload is JSON text inside the record's JSON: it is masked as JSON too."""
+    data = None if record.data is None else decode(record.data)
+    if not redaction or data is None:
+        return data
+    if record.type is RecordTypes.MESSAGE_RECEIVED and isinstance(data.get("payload"), str):
+        data["payload"] = encode(redaction(decode(data["payload"])))
+    return redaction(data)
 
 
 def _payload(record: Record) -> Any:

@@ -44,6 +44,7 @@ from sagakit.orchestration._plan import (
     Plan,
     new_saga_id,
     passed_pivot,
+    same_start,
     skip_refusal,
     unsettled,
 )
@@ -91,7 +92,8 @@ class Client:
         """Record a new instance, due now for any worker, and return its id at once.
 
         Idempotent on ``saga_id``: starting an id that exists changes nothing and returns
-        the id. Raises :class:`SerializationError` if ``input`` is not JSON, and
+        the id; :class:`SagaIdConflictError` if that instance is of another saga or input.
+        Raises :class:`SerializationError` if ``input`` is not JSON, and
         :class:`StoreUnavailableError` if the database is away (for longer than
         ``wait_for_store``); the saga may then have been recorded or not, and starting it
         again with the same ``saga_id`` is safe either way.
@@ -101,7 +103,8 @@ class Client:
         row = journal.new_instance(due_at=journal.state.records[0].at)
         records = journal.take()
         deadline = time.monotonic() + self.wait_for_store
-        await self._patiently(lambda: self.store.create(row, records), deadline)
+        if not await self._patiently(lambda: self.store.create(row, records), deadline):
+            same_start(await self._patiently(lambda: self.state(saga_id), deadline), journal.state)
         return saga_id
 
     async def result(self, saga_id: str, timeout: float | None = None) -> SagaResult:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from sagakit._retry import COMPENSATION_RETRY, FOREVER, NO_RETRY, Retry
 from sagakit.errors import SagaDefinitionError
-from sagakit.log import StepKind
+from sagakit.log import StepKind, redaction_paths
 from sagakit.orchestration._context import CompensationContext, StepContext
 
 Action = Callable[[StepContext], Awaitable[Any]] | Callable[[StepContext], Any]
@@ -90,6 +90,10 @@ class Saga:
 
     ``queue`` names the workers that run it: ``sagakit worker --queue payments`` drives
     only the sagas on that queue, so teams sharing one database scale theirs apart.
+
+    ``redact`` names payload fields that are secret (``["card_number", "customer.email"]``):
+    the log keeps them, for the steps that need them, and every reader masks them
+    (``sagakit show``, ``list --json``, the dashboard); see :mod:`sagakit.log._redaction`.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class Saga:
         steps: Iterable[Step] = (),
         deadline: float | None = None,
         queue: str = DEFAULT_QUEUE,
+        redact: Iterable[str] = (),
     ) -> None:
         if not name or not isinstance(name, str):
             raise SagaDefinitionError(str(name), "a saga needs a non-empty string name")
@@ -109,6 +114,10 @@ class Saga:
             raise SagaDefinitionError(name, f"deadline must be positive, not {deadline!r}")
         if not queue or not isinstance(queue, str):
             raise SagaDefinitionError(name, f"queue must be a non-empty string, not {queue!r}")
+        try:
+            self.redact = redaction_paths([redact] if isinstance(redact, str) else redact)
+        except ValueError as bad:
+            raise SagaDefinitionError(name, str(bad)) from None
         self.name = name
         self.version = version
         self.deadline = deadline

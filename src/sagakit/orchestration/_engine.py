@@ -35,7 +35,7 @@ from sagakit.log._records import TERMINAL
 from sagakit.orchestration._definition import Saga
 from sagakit.orchestration._driver import Driver
 from sagakit.orchestration._lease import GONE, LagWatch, LeaseLost, after_lost_lease, held_until
-from sagakit.orchestration._plan import Plan, log_fields, new_saga_id
+from sagakit.orchestration._plan import Plan, log_fields, new_saga_id, same_start
 from sagakit.orchestration._takeover import TakeoverNotes
 from sagakit.store import ANY_INSTANCE, Store, StoredSaga, Watch
 
@@ -186,7 +186,8 @@ class Engine:
         as far as it goes now).
 
         Starting is idempotent on ``saga_id``: if that instance exists already, nothing runs
-        twice; you get its outcome (awaited, if this engine is running it now), or, if it
+        twice (a :class:`SagaIdConflictError` if it is of another saga or input); you get
+        its outcome (awaited, if this engine is running it now), or, if it
         is unfinished and nobody here drives it, its state as it stands: :meth:`resume`
         is what carries on instances left by a crash.
         Raises :class:`SerializationError` if ``input`` is not JSON, recording nothing.
@@ -399,7 +400,7 @@ class Engine:
         first = driver.plan.saga.steps[0].name
         driver.journal.add(RecordTypes.STEP_STARTED, first, 1, self._started_by)
         if not await driver.create(self.owner, self.lease):
-            return await self._existing(driver.state.id)
+            return await self._existing(driver.state)
         return await self._drive(driver)
 
     async def _drive(self, driver: Driver) -> SagaResult:
@@ -414,11 +415,13 @@ class Engine:
             logger.info("saga %s %s", state.id, state.status.value, extra=driver.facts())
         return SagaResult.of(state, due_at)
 
-    async def _existing(self, saga_id: str) -> SagaResult:
-        stored = await self.store.load(saga_id)
+    async def _existing(self, asked: SagaState) -> SagaResult:
+        stored = await self.store.load(asked.id)
         if stored is None:  # pragma: no cover - create said it exists
-            raise UnknownSagaError(saga_id)
-        return SagaResult.of(SagaState.from_records(saga_id, stored.records))
+            raise UnknownSagaError(asked.id)
+        existing = SagaState.from_records(asked.id, stored.records)
+        same_start(existing, asked)
+        return SagaResult.of(existing)
 
     async def _lost(self, driver: Driver) -> SagaResult:
         """The drive stopped for a lost lease: the log as stored, saying what became of it.

@@ -9,9 +9,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sagakit.errors import SerializationError, StepTimeoutError
+from sagakit.errors import SagaIdConflictError, SerializationError, StepTimeoutError
 from sagakit.log import ErrorInfo, Journal, SagaState, StepMeta, StepState
-from sagakit.log._codec import ENCODE_ERRORS, encode
+from sagakit.log._codec import ENCODE_ERRORS, decode, encode
 from sagakit.log._fast import RecordTypes, SagaStatuses, StepKinds, StepStatuses
 from sagakit.orchestration._definition import Saga
 
@@ -109,9 +109,10 @@ class Plan:
         self.steps_meta: list[StepMeta] = [
             {"name": s.name, "kind": s.kind.value} for s in saga.steps
         ]
+        secret = f'"redact":{encode(list(saga.redact))},' if saga.redact else ""
         self.head = (
             f'{{"name":{encode(saga.name)},"version":{saga.version},'
-            f'"steps":{encode(self.steps_meta)},'
+            f'"steps":{encode(self.steps_meta)},{secret}'
         )
 
     def begin(self, saga_id: str, input: Any) -> Journal:
@@ -131,7 +132,25 @@ class Plan:
             "deadline_at": deadline_at,
             "input_json": encoded,
         }
+        if self.saga.redact:
+            started["redact"] = self.saga.redact
         return Journal.begin(saga_id, data, now, started)
+
+
+def same_start(existing: SagaState, asked: SagaState) -> None:
+    """Refuse a start whose saga id is already an instance of another saga or input.
+
+    The version may differ: an operator may have moved the instance to a newer one, and the
+    caller repeating its start still means that instance.
+    """
+    if existing.name != asked.name:
+        raise SagaIdConflictError(
+            asked.id, f"an instance of {existing.name!r}", f"of {asked.name!r}"
+        )
+    if decode(existing.input_json) != decode(asked.input_json):
+        raise SagaIdConflictError(
+            asked.id, f"an instance of {existing.name!r} with another input", "this one"
+        )
 
 
 def new_saga_id() -> str:
