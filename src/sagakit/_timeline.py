@@ -26,6 +26,7 @@ from rich.text import Text
 
 from sagakit.log import (
     NO_REDACTION,
+    TRACKED_FACTS,
     Instance,
     Record,
     RecordType,
@@ -57,8 +58,7 @@ STEP_STYLES: dict[StepStatus, str] = {
     StepStatus.COMPENSATION_FAILED: "bold red",
     StepStatus.SKIPPED: "dim",
 }
-_TRACKED = frozenset({"event", "source", "event_id", "causation_id"})
-"""The keys a tracker puts in the records it rebuilt from a choreographed saga's events."""
+_TRACKED = TRACKED_FACTS
 _DETAIL_LIMIT = 120
 """Characters of a result or input shown in the timeline; ``show --json`` has the rest."""
 _MESSAGE_LIMIT = 1000

@@ -27,6 +27,7 @@ from sagakit import (
     MalformedEventError,
     MemoryBroker,
     MemoryStore,
+    OperatorActionError,
     Relay,
     Retry,
     SagaDefinitionError,
@@ -415,22 +416,24 @@ async def test_a_saga_stuck_while_compensating_names_what_is_not_undone() -> Non
     assert (await state_of(store, "C")).status is SagaStatus.COMPENSATED
 
 
-async def test_resolve_works_on_a_choreographed_saga_and_retry_leaves_it_to_nobody() -> None:
+async def test_resolve_works_on_a_choreographed_saga_and_worker_actions_are_refused() -> None:
     sale = load("choreography/ticket_sale.py")
-    for action in ("resolve", "retry"):
-        store = MemoryStore()
-        tracker = Tracker(store, MemoryBroker(), [sale.TICKET_SALE])
-        await tracker.track(Event.new("SeatHeld", {}, source="seats", correlation_id="R"))
-        await tracker.check_stuck(now=time.time() + 3600)
-        client = Client(store, operator="test")
-        if action == "resolve":
-            await client.resolve("R", note="refunded by hand")
-            assert (await state_of(store, "R")).status is SagaStatus.COMPLETED
-        else:
-            await client.retry("R")
-            assert (await state_of(store, "R")).status is SagaStatus.RUNNING
-            stored = await store.load("R")
-            assert stored is not None and stored.instance.lease_owner != "sagakit-tracker"
+    store = MemoryStore()
+    tracker = Tracker(store, MemoryBroker(), [sale.TICKET_SALE])
+    await tracker.track(Event.new("SeatHeld", {}, source="seats", correlation_id="R"))
+    client = Client(store, operator="test")
+    for running in (client.cancel("R"), client.signal("R", "go")):
+        with pytest.raises(OperatorActionError, match="choreographed saga"):
+            await running
+    await tracker.check_stuck(now=time.time() + 3600)
+    before = (await state_of(store, "R")).records
+    stuck = (client.retry("R"), client.skip("R", "hold_seat", result={}, note="by hand"))
+    for refused in stuck:
+        with pytest.raises(OperatorActionError, match="choreographed saga"):
+            await refused
+    assert (await state_of(store, "R")).records == before
+    await client.resolve("R", note="refunded by hand")
+    assert (await state_of(store, "R")).status is SagaStatus.COMPLETED
 
 
 # ------------------------------------------------------------------ what can go wrong

@@ -202,6 +202,7 @@ PUBLIC: dict[str, list[str]] = {
         "StepMeta",
         "StepState",
         "StepStatus",
+        "TRACKED_FACTS",
         "Waiting",
         "redaction_paths",
         "shown_data",

@@ -31,11 +31,12 @@ from sagakit.log._records import (
 )
 from sagakit.log._redaction import MASK, NO_REDACTION, Redaction, redaction_paths
 from sagakit.log._results import Results
-from sagakit.log._state import SagaState, StepState, shown_data
+from sagakit.log._state import TRACKED_FACTS, SagaState, StepState, shown_data
 
 __all__ = [
     "MASK",
     "NO_REDACTION",
+    "TRACKED_FACTS",
     "Attention",
     "CancelRequest",
     "Compensating",

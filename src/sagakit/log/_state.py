@@ -73,6 +73,10 @@ class StepState:
         }
 
 
+TRACKED_FACTS = frozenset({"event", "source", "event_id", "causation_id"})
+"""The keys a tracker puts in each record it makes from a choreographed saga's event."""
+
+
 @dataclass(slots=True)
 class SagaState:
     """An instance's state; build it with :meth:`from_records` or by :meth:`apply`."""
@@ -107,6 +111,17 @@ class SagaState:
     redaction: Redaction = NO_REDACTION
     """The payload fields its definition named as secret (``saga_started`` carries them):
     what every reader masks before showing a payload."""
+
+    @property
+    def tracked(self) -> bool:
+        """Whether a choreography tracker wrote this log from events (its first record
+        after ``saga_started`` with a payload carries the event's facts): services drive
+        such a saga, so what only a worker does (retry, skip, cancel, a signal) is not for it."""
+        for record in self.records[1:]:
+            if record.data is not None:
+                first = decode(record.data)
+                return isinstance(first, dict) and first.keys() >= TRACKED_FACTS
+        return False
 
     @property
     def input(self) -> Any:

@@ -173,6 +173,7 @@ class Client:
         if status in TERMINAL:
             why = f"it is {status.value}, so nothing would read the {name!r} message"
             raise OperatorActionError(saga_id, "signal", why)
+        _check_driven(saga_id, "signal", SagaState.from_records(saga_id, stored.records))
         await self.store.send(saga_id, name, encoded)
 
     async def cancel(self, saga_id: str, *, reason: str = "", by: str | None = None) -> bool:
@@ -243,6 +244,7 @@ class Client:
         note_data = {"by": by or self.operator, "note": note}
 
         def check(state: SagaState) -> None:
+            _check_driven(saga_id, "retry", state)
             _check_attention(saga_id, "retry", state)
             if from_step is not None:
                 _check_retry_from(saga_id, state, from_step)
@@ -348,6 +350,7 @@ class Client:
             raise OperatorActionError(saga_id, "migrate", "it is being driven; try again shortly")
         try:
             state = await self.state(saga_id)
+            _check_driven(saga_id, "migrate", state)
             migrated = migration(state, to, map_steps or {}, by or self.operator, note)
             journal = Journal(state)
             journal.add(RecordTypes.OPERATOR_MIGRATED, data=encode(migrated))
@@ -381,6 +384,16 @@ class Client:
         await self.store.append(state.id, journal.take(), state.status)
 
 
+def _check_driven(saga_id: str, action: str, state: SagaState) -> None:
+    """Refuse what only a worker carries out on a saga that services drive."""
+    if state.tracked:
+        why = (
+            "it is a choreographed saga, driven by its services, not by workers: "
+            "fix what the services did, then resolve it with a note"
+        )
+        raise OperatorActionError(saga_id, action, why)
+
+
 def _check_attention(saga_id: str, action: str, state: SagaState) -> None:
     if state.status is not SagaStatuses.NEEDS_ATTENTION:
         raise OperatorActionError(
@@ -389,6 +402,7 @@ def _check_attention(saga_id: str, action: str, state: SagaState) -> None:
 
 
 def _check_skip(saga_id: str, state: SagaState, step: str) -> None:
+    _check_driven(saga_id, "skip", state)
     why = skip_refusal(state, step)
     if why is not None:
         raise StepActionError(saga_id, "skip", step, why)
@@ -430,6 +444,7 @@ def _why_not_again(state: SagaState, kind: str) -> str:
 
 
 def _check_cancel(saga_id: str, state: SagaState) -> None:
+    _check_driven(saga_id, "cancel", state)
     if state.status not in (SagaStatuses.PENDING, SagaStatuses.RUNNING):
         raise OperatorActionError(saga_id, "cancel", f"it is {state.status.value}")
     if passed_pivot(state):
