@@ -256,6 +256,7 @@ PUBLIC: dict[str, list[str]] = {
         "URL_FORMS",
         "Watch",
         "WorkerInfo",
+        "migrate",
         "open_store",
     ],
     "sagakit.store.memory": [

@@ -28,6 +28,7 @@ from sagakit.cli._filters import Filters, with_filters
 from sagakit.log import SagaStatus
 from sagakit.operations import BulkOutcome, Query, act_on_each, matches
 from sagakit.orchestration import Client
+from sagakit.store import migrate as migrate_store
 
 # --------------------------------------------------------------------------- operators
 
@@ -224,11 +225,7 @@ def _json(option: str, text: str) -> Any:
 
 @app.command()
 def migrate(db: Db = DEFAULT_DB) -> None:
-    """Create or upgrade the saga log's schema (opening a log does it too)."""
-
-    async def open_and_close() -> None:
-        async with opened(db):
-            pass
-
-    run(open_and_close())
+    """Create or upgrade the saga log's schema, with no time limit (opening a log does it
+    too, under ?timeout=)."""
+    run(migrate_store(db))
     typer.echo(f"{redact(db)}: schema is current")

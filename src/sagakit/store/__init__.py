@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Protocol
 
-from sagakit._urls import Backend, SchemeTable, lazy
+from sagakit._urls import Backend, SchemeTable, lazy, scheme_of
 from sagakit.errors import StoreError, UnsupportedDatabaseError
 from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, Store, StoredSaga, StoreWrapper, Watch
 from sagakit.store._filter import ALL, Count, FieldEquals, InstanceFilter, Position
@@ -28,6 +28,7 @@ __all__ = [
     "StoredSaga",
     "Watch",
     "WorkerInfo",
+    "migrate",
     "open_store",
 ]
 
@@ -47,13 +48,14 @@ def _missing_driver(backend: Backend[_Opener]) -> StoreError:
     )
 
 
+_POSTGRES = ("postgresql", "postgres")
 _STORES: SchemeTable[_Opener] = SchemeTable(
     Backend(("memory",), lambda: _open_memory),
     Backend(
         ("sqlite",), lazy("sagakit.store.sqlite", "SqliteStore.open"), form="sqlite:///PATH.db"
     ),
     Backend(
-        ("postgresql", "postgres"),
+        _POSTGRES,
         lazy("sagakit.store.postgres", "PostgresStore.open"),
         driver="asyncpg",
         package="asyncpg",
@@ -67,6 +69,22 @@ _STORES: SchemeTable[_Opener] = SchemeTable(
 SCHEMES = _STORES.names
 URL_FORMS = _STORES.forms
 """Each saga log's URL shape, with the extra it needs: what ``--db`` help texts list."""
+
+
+async def migrate(url: str) -> None:
+    """Create the saga log at ``url``, or bring it to this code's schema, and close it.
+
+    For ``sagakit migrate`` ahead of a deploy. On PostgreSQL the migration's statements have
+    no time limit, whatever ``?timeout=`` says, since one may build an index over every saga
+    in the log; opening a log migrates it too, but under that limit.
+    """
+    if scheme_of(url) in _POSTGRES:
+        _STORES.load(url)  # the driver's install hint, as opening would give it
+        migrate_postgres = lazy("sagakit.store._postgres_schema", "migrate")()
+        await migrate_postgres(url)
+        return
+    store = await open_store(url)
+    await store.close()
 
 
 async def open_store(url: str, *, create: bool = True) -> Store:
