@@ -114,3 +114,19 @@ def test_an_unreachable_broker_is_one_error_line_naming_it_without_the_password(
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot reach the broker at redis://:***@127.0.0.1:1/0")
     assert "secret" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_service_process_that_cannot_open_its_database_says_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    command = [sys.executable, "-W", "error", "-m", "sagakit.demo.processes", "payments"]
+    done = subprocess.run(
+        [*command, "--dir", str(blocker / "services"), "--broker", "memory://"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr

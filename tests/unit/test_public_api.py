@@ -141,6 +141,7 @@ PUBLIC: dict[str, list[str]] = {
         "run_demo",
     ],
     "sagakit.demo.processes": [
+        "BROKER_ENV",
         "ServiceProcess",
         "ServiceProcessError",
         "main",

@@ -6,7 +6,6 @@ trap 'redis-cli -h 127.0.0.1 -p 6379 DEL "sagakit:$stream" > /dev/null' EXIT
 mkfifo payments.log # so that `read` below waits for the line, however long it takes
 # --8<-- [start:process]
 export SAGAKIT_BROKER=redis://127.0.0.1:6379/0 # in the environment, where `ps` cannot see it
-mkdir -p services
 python -m sagakit.demo.processes payments --dir services/ --stream "$stream" > payments.log &
 # --8<-- [end:process]
 payments=$!
@@ -18,4 +17,4 @@ grep -q 'sagakit.demo.processes payments' cmdline.txt
 if grep -q 'redis://' cmdline.txt; then exit 1; fi
 kill -TERM "$payments"
 wait "$payments" # exit 0: a clean stop
-test -f services/payments.db # its tables, inbox and outbox
+test -f services/payments.db # its tables, inbox and outbox, in the directory it made

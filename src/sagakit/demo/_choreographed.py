@@ -48,7 +48,7 @@ from sagakit.demo._choreography import (
     free_stock,
     place_orders,
 )
-from sagakit.demo.processes import ServiceProcess, ServiceProcessError
+from sagakit.demo._service_process import ServiceProcess, ServiceProcessError
 from sagakit.log import SagaState, SagaStatus
 from sagakit.store import Store, open_store
 
