@@ -140,6 +140,9 @@ PUBLIC: dict[str, list[str]] = {
         "run_choreography_demo",
         "run_demo",
     ],
+    "sagakit.dashboard": [
+        "create_app",
+    ],
     "sagakit.demo.processes": [
         "BROKER_ENV",
         "ServiceProcess",
