@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import pg_query, pg_report, postgres, report
+from benchmarks import pg_query, pg_report, postgres, report, telemetry
 from benchmarks.suite import FULL, QUICK, run_suite
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -30,7 +30,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=["queries"],
+        choices=["queries", "telemetry"],
         help="run one section and replace only it in the existing report",
     )
     return parser.parse_args(argv)
@@ -45,19 +45,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     output: Path = args.output
     if args.only == "queries":
         return _queries_only(args.quick, output)
+    if args.only == "telemetry":
+        section = telemetry.markdown(telemetry.main(args.quick))
+        return _replace_section(section, telemetry.TITLE, output)
     results = asyncio.run(run_suite(QUICK if args.quick else FULL))
     # The PostgreSQL scenarios run their own worker processes, after the in-process suite.
     pg_settings = postgres.QUICK if args.quick else postgres.FULL
     on_postgres = asyncio.run(postgres.run_postgres(pg_settings))
     queries = asyncio.run(pg_query.run_queries(args.quick))
+    traced = telemetry.main(args.quick)
     report.print_table(results)
     pg_report.print_section(on_postgres)
     output.parent.mkdir(parents=True, exist_ok=True)
     text = report.markdown(results) + "\n" + pg_report.markdown(on_postgres)
     text += "\n" + pg_query.markdown(queries)
+    text += "\n" + telemetry.markdown(traced)
     output.write_text(text, encoding="utf-8")
     print(f"report written to {output}")
-    if not results.ok or not on_postgres.ok:
+    if not results.ok or not on_postgres.ok or not traced.ok:
         print("FAILED: some sagas did not complete or are missing from the log", file=sys.stderr)
         return 1
     return 0
@@ -66,9 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _queries_only(quick: bool, output: Path) -> int:
     """Measure the operator queries and put their section in place of the old one."""
     section = pg_query.markdown(asyncio.run(pg_query.run_queries(quick)))
+    return _replace_section(section, pg_query.TITLE, output)
+
+
+def _replace_section(section: str, title: str, output: Path) -> int:
+    """Print ``section`` and put it in place of the report's section titled ``title``."""
     print(section)
     old = output.read_text(encoding="utf-8") if output.exists() else ""
-    heading = f"## {pg_query.TITLE}"
+    heading = f"## {title}"
     if heading in old:
         before, _, rest = old.partition(heading)
         after = rest[rest.find("\n## ") :] if "\n## " in rest else ""

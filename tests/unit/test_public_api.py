@@ -120,6 +120,9 @@ PUBLIC: dict[str, list[str]] = {
         "app",
         "main",
     ],
+    "sagakit.dashboard": [
+        "create_app",
+    ],
     "sagakit.demo": [
         "CardDeclined",
         "EmailService",
@@ -139,9 +142,6 @@ PUBLIC: dict[str, list[str]] = {
         "order_input",
         "run_choreography_demo",
         "run_demo",
-    ],
-    "sagakit.dashboard": [
-        "create_app",
     ],
     "sagakit.demo.processes": [
         "BROKER_ENV",
@@ -275,6 +275,20 @@ PUBLIC: dict[str, list[str]] = {
     "sagakit.store.sqlite": [
         "SCHEMA_VERSION",
         "SqliteStore",
+    ],
+    "sagakit.telemetry": [
+        "COMPENSATION_SPAN",
+        "DRIVE_SPAN",
+        "HANDLE_SPAN",
+        "INSTRUMENTATION",
+        "METRICS",
+        "PUBLISH_SPAN",
+        "START_SPAN",
+        "STEP_SPAN",
+        "available",
+        "configure",
+        "disable",
+        "enable",
     ],
     "sagakit.testing": [
         "BrokerContract",

@@ -5,7 +5,8 @@ which earlier event (``causation_id``), who said so (``source``) and when (``tim
 tracker can rebuild a choreographed saga's timeline from events alone: that is the
 "hard to trace" cost of choreography, paid once here instead of in every service.
 
-On the wire an event is one compact JSON object with exactly the fields of :class:`Event`.
+On the wire an event is one compact JSON object with exactly the fields of :class:`Event`
+(the optional ``traceparent`` only when it is set: see :mod:`sagakit.telemetry`).
 ``time`` is float seconds since the Unix epoch (UTC), like the saga log's timestamps: cheap
 to make, to compare and to sort, and exact through JSON. :meth:`Event.parse` is strict,
 because a consumer must tell a malformed message (dead-letter it at once) from one its
@@ -53,6 +54,9 @@ class Event:
     time: float
     schema_version: int
     payload: Any
+    traceparent: str | None = None
+    """The W3C trace context of the span that emitted the event (OpenTelemetry installed
+    and configured), which the handler's span continues; absent on the wire when None."""
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -72,6 +76,7 @@ class Event:
         source: str,
         correlation_id: str | None = None,
         caused_by: Event | None = None,
+        traceparent: str | None = None,
     ) -> Event:
         """A new event, now.
 
@@ -96,12 +101,16 @@ class Event:
             time=_time.time(),
             schema_version=SCHEMA_VERSION,
             payload=payload,
+            traceparent=traceparent,
         )
 
     def to_json(self) -> bytes:
         """The event as compact UTF-8 JSON; a payload that is not JSON is malformed."""
         try:
-            text = encode({f.name: getattr(self, f.name) for f in fields(self)})
+            wire = {name: getattr(self, name) for name in FIELDS}
+            if self.traceparent is not None:
+                wire["traceparent"] = self.traceparent
+            text = encode(wire)
             return text.encode()
         except (*ENCODE_ERRORS, UnicodeEncodeError) as exc:
             raise MalformedEventError(f"{self._label()}: payload is not JSON: {exc}") from exc
@@ -124,8 +133,10 @@ class Event:
         return f"event {event_id!r} ({event_type})"
 
 
-FIELDS = tuple(f.name for f in fields(Event))
-"""The envelope's fields, in wire order."""
+OPTIONAL = ("traceparent",)
+"""The envelope's optional fields: written only when set, tolerated when absent."""
+FIELDS = tuple(f.name for f in fields(Event) if f.name not in OPTIONAL)
+"""The envelope's required fields, in wire order (the optional ones follow when set)."""
 
 
 def _decode(data: bytes | str) -> Any:
@@ -156,7 +167,7 @@ def _no_constant(name: str) -> Any:
 
 def _check_fields(obj: dict[str, Any]) -> None:
     missing = [name for name in FIELDS if name not in obj]
-    extra = sorted(set(obj) - set(FIELDS))
+    extra = sorted(set(obj) - set(FIELDS) - set(OPTIONAL))
     problems = []
     if missing:
         problems.append("missing field(s) " + ", ".join(map(repr, missing)))
@@ -216,4 +227,5 @@ _CHECKS = {
     "time": _number,
     "schema_version": _integer,
     "payload": _anything,
+    "traceparent": _optional_text,
 }

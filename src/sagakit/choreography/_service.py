@@ -32,7 +32,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sagakit._retry import Retry
 from sagakit.bus import Broker, Delivery, Event, Handler, Subscription
@@ -41,6 +41,10 @@ from sagakit.choreography._logging import event_fields, handling_failed, logger
 from sagakit.choreography._outbox import LocalDatabase, OutboxTransaction, SqliteDatabase
 from sagakit.choreography._relay import RELAY_RETRY, Relay
 from sagakit.errors import BrokerConnectionError, ServiceDefinitionError
+from sagakit.telemetry._switch import active as active_telemetry
+
+if TYPE_CHECKING:
+    from sagakit.telemetry._otel import Telemetry
 
 EventHandler = Callable[[Event, "Transaction"], Awaitable[None] | None]
 """``async def handler(event, tx)`` or a plain function; it does the service's local work."""
@@ -56,13 +60,19 @@ class Transaction:
     """
 
     def __init__(
-        self, source: str, stream: str, tx: OutboxTransaction, cause: Event | None
+        self,
+        source: str,
+        stream: str,
+        tx: OutboxTransaction,
+        cause: Event | None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.event = cause
         self._source = source
         self._stream = stream
         self._tx = tx
         self._emitted: list[tuple[str, Event]] = []
+        self._telemetry = telemetry
 
     @property
     def db(self) -> Any:
@@ -82,8 +92,16 @@ class Transaction:
         one, whose correlation id is ``correlation_id`` if given (an order number, say).
         A payload that is not JSON fails here, at the handler's line, not at commit.
         """
+        tel = self._telemetry
+        if tel is not None and not tel.recording():
+            tel = None
         event = Event.new(
-            type, payload, source=self._source, correlation_id=correlation_id, caused_by=self.event
+            type,
+            payload,
+            source=self._source,
+            correlation_id=correlation_id,
+            caused_by=self.event,
+            traceparent=None if tel is None else tel.event_traceparent(type),
         )
         event.to_json()
         self._emitted.append((check_name("stream", stream or self._stream), event))
@@ -140,6 +158,7 @@ class Service:
         self.handled = 0
         self.duplicates = 0
         self._handlers: dict[tuple[str, str], EventHandler] = {}
+        self._telemetry = active_telemetry()
 
     def on(self, type: str, *, stream: str | None = None) -> Callable[[H], H]:
         """Decorator: call the function for each event of ``type`` (on ``stream``)."""
@@ -175,7 +194,7 @@ class Service:
                 tx.emit("OrderCreated", order, correlation_id=order["order_id"])
         """
         async with self.db.transaction() as tx:
-            work = Transaction(self.name, self.stream, tx, None)
+            work = Transaction(self.name, self.stream, tx, None, self._telemetry)
             yield work
             await work.flush()
         self.relay.wake()
@@ -198,12 +217,19 @@ class Service:
         handler = self._handlers.get((delivery.stream, delivery.event.type))
         if handler is None:
             return
+        tel = self._telemetry
+        traced = None if tel is None or not tel.recording() else tel.handling(self.name, delivery)
         try:
             emitted = await self._handle(delivery, handler)
-        except Exception as error:
-            fields = event_fields(delivery.event, delivery.stream, self.name, delivery.attempt)
-            handling_failed(fields, error, delivery.attempt, self.max_attempts)
+        except BaseException as error:
+            if traced is not None:
+                traced.failed(error, delivery.attempt >= self.max_attempts)
+            if isinstance(error, Exception):
+                fields = event_fields(delivery.event, delivery.stream, self.name, delivery.attempt)
+                handling_failed(fields, error, delivery.attempt, self.max_attempts)
             raise
+        if traced is not None:
+            traced.ended(emitted is None)
         if emitted is not None:
             self.relay.wake()
         self._handled(delivery, emitted)
@@ -216,7 +242,7 @@ class Service:
             if not await tx.first_delivery(self.name, event.id):
                 self.duplicates += 1
                 return None
-            work = Transaction(self.name, self.stream, tx, event)
+            work = Transaction(self.name, self.stream, tx, event, self._telemetry)
             outcome = handler(event, work)
             if inspect.isawaitable(outcome):
                 await outcome

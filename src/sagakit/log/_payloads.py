@@ -50,6 +50,9 @@ class Started(TypedDict):
     deadline_at: float | None
     redact: NotRequired[list[str]]
     """The payload fields the definition names as secret, when it names any."""
+    trace: NotRequired[str]
+    """The W3C ``traceparent`` of the span the saga was started in (OpenTelemetry installed
+    and configured): every drive of the instance continues that trace."""
 
 
 class ErrorInfo(TypedDict):
@@ -125,6 +128,9 @@ class CallStarted(TypedDict):
     it over after a crash can say whose call it makes again."""
 
     holder: str
+    drive: NotRequired[str]
+    """The ``traceparent`` of the drive that made the call, when it was traced: the next
+    drive's span links to it."""
 
 
 class TakenOver(TypedDict):

@@ -111,6 +111,9 @@ class SagaState:
     redaction: Redaction = NO_REDACTION
     """The payload fields its definition named as secret (``saga_started`` carries them):
     what every reader masks before showing a payload."""
+    trace: str | None = None
+    """The W3C ``traceparent`` the saga was started in (``saga_started`` carries it when
+    it was traced): the parent of each drive's span."""
 
     @property
     def tracked(self) -> bool:
@@ -315,10 +318,12 @@ class SagaState:
         deadline_at: float | None,
         input_json: str,
         redact: Sequence[str] = (),
+        trace: str | None = None,
     ) -> None:
         """Start the instance as a ``saga_started`` record with these fields says."""
         if redact:
             self.redaction = Redaction(redact)
+        self.trace = trace
         self.name = name
         self.version = version
         self.input_json = input_json

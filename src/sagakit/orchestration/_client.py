@@ -49,6 +49,7 @@ from sagakit.orchestration._plan import (
     unsettled,
 )
 from sagakit.store import Store
+from sagakit.telemetry._switch import active as active_telemetry
 
 logger = logging.getLogger("sagakit.orchestration")
 T = TypeVar("T")
@@ -87,6 +88,7 @@ class Client:
         self.operator = operator or default_operator()
         self.owner = f"client:{default_owner()}"
         self.wait_for_store = wait_for_store
+        self._telemetry = active_telemetry()
 
     async def start(self, saga: Saga, input: Any = None, *, saga_id: str | None = None) -> str:
         """Record a new instance, due now for any worker, and return its id at once.
@@ -99,12 +101,18 @@ class Client:
         again with the same ``saga_id`` is safe either way.
         """
         saga_id = saga_id or new_saga_id()
-        journal = Plan(saga).begin(saga_id, input)
+        tel = self._telemetry
+        if tel is not None and not tel.recording():
+            tel = None
+        trace = None if tel is None else tel.start_trace(saga.name, saga_id)
+        journal = Plan(saga).begin(saga_id, input, trace)
         row = journal.new_instance(due_at=journal.state.records[0].at)
         records = journal.take()
         deadline = time.monotonic() + self.wait_for_store
         if not await self._patiently(lambda: self.store.create(row, records), deadline):
             same_start(await self._patiently(lambda: self.state(saga_id), deadline), journal.state)
+        elif tel is not None:
+            tel.saga_started(saga.name, saga.version)
         return saga_id
 
     async def result(self, saga_id: str, timeout: float | None = None) -> SagaResult:

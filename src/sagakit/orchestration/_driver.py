@@ -25,7 +25,7 @@ import math
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sagakit._retry import Retry
 from sagakit.errors import (
@@ -53,6 +53,9 @@ from sagakit.orchestration._plan import (
     unsettled,
 )
 from sagakit.store import Store
+
+if TYPE_CHECKING:
+    from sagakit.telemetry._otel import Drive
 
 logger = logging.getLogger("sagakit.orchestration")
 
@@ -85,6 +88,7 @@ class Driver:
         "started_by",
         "state",
         "store",
+        "tel",
     )
 
     def __init__(
@@ -120,6 +124,9 @@ class Driver:
         self.cancelling: Mapping[str, Any] | None = None
         """A cancel taken while a call's outcome was unknown: carried out (or refused) once
         that call is settled."""
+        self.tel: Drive | None = None
+        """This drive's spans and call timings, when telemetry is recorded (set by the
+        engine); None otherwise, and every hook below is then skipped."""
 
     async def create(self, owner: str, lease: float) -> bool:
         """Store the new instance, leased to ``owner``, with the records made so far;
@@ -285,12 +292,18 @@ class Driver:
             state.signals,
             step_state.waiting,
         )
+        tel = self.tel
+        if tel is not None:
+            kind = step.kind.value
+            tel.call("action", step.name, kind, attempt, ctx.idempotency_key, state.id)
         if step.timeout is None and state.deadline_at is None and step.action_is_async:
             try:
                 value = await step.action(ctx)
             except Exception as error:
                 outcome = _CallResult(error=_describe(error), exception=error)
             except WaitForMessage as wait:
+                if tel is not None:
+                    tel.ended("waiting")
                 await self._park(step_state, attempt, wait, "action")
                 return
             else:
@@ -300,6 +313,8 @@ class Driver:
                     outcome = _recorded(value, saga.name, step.name)  # says why, as a failure
                 else:
                     self.journal.add(RecordTypes.STEP_SUCCEEDED, step.name, attempt, result)
+                    if tel is not None:
+                        tel.ended("succeeded")
                     return
         else:
             timeout, by_deadline = self._timeout(step, step_state, before_pivot, recovered)
@@ -308,6 +323,8 @@ class Driver:
                     step.action, step.action_is_async, ctx, timeout, saga.name, step.name
                 )
             except WaitForMessage as wait:
+                if tel is not None:
+                    tel.ended("waiting")
                 await self._park(step_state, attempt, wait, "action")
                 return
             if outcome.running is not None:
@@ -317,7 +334,11 @@ class Driver:
                 outcome = _CallResult(error=_describe(late), exception=late)
         if outcome.error is None:
             self.journal.add(RecordTypes.STEP_SUCCEEDED, step.name, attempt, outcome.result)
+            if tel is not None:
+                tel.ended("succeeded")
             return
+        if tel is not None:
+            tel.failed(outcome.error, outcome.exception)
         policy, policy_attempt = self.retries[state.cursor], attempt - step_state.retry_base
         retry_at = _retry_at(policy, policy_attempt, outcome)
         failed = encode({"error": outcome.error, "retry_at": retry_at})
@@ -374,16 +395,26 @@ class Driver:
         )
         assert step.compensation is not None  # only compensatable steps are picked
         timeout = _remaining(step.timeout, step_state) if recovered else step.timeout
+        tel = self.tel
+        if tel is not None:
+            kind = step.kind.value
+            tel.call("compensation", step.name, kind, attempt, ctx.idempotency_key, state.id)
         try:
             outcome = await _call(
                 step.compensation, step.compensation_is_async, ctx, timeout, saga.name, step.name
             )
         except WaitForMessage as wait:
+            if tel is not None:
+                tel.ended("waiting")
             await self._park(step_state, attempt, wait, "compensation")
             return
         if outcome.error is None:
             self.journal.add(RecordTypes.COMPENSATION_SUCCEEDED, step.name, attempt, None)
+            if tel is not None:
+                tel.ended("succeeded")
             return
+        if tel is not None:
+            tel.failed(outcome.error, outcome.exception)
         policy_attempt = attempt - step_state.compensation_retry_base
         retry_at = _retry_at(step.compensation_retry, policy_attempt, outcome)
         failed = encode({"error": outcome.error, "retry_at": retry_at})

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sagakit._retry import Retry
 from sagakit.errors import (
@@ -38,6 +38,10 @@ from sagakit.orchestration._lease import GONE, LagWatch, LeaseLost, after_lost_l
 from sagakit.orchestration._plan import Plan, log_fields, new_saga_id, same_start
 from sagakit.orchestration._takeover import TakeoverNotes
 from sagakit.store import ANY_INSTANCE, Store, StoredSaga, Watch
+from sagakit.telemetry._switch import active as active_telemetry
+
+if TYPE_CHECKING:
+    from sagakit.telemetry._otel import Drive, Telemetry
 
 logger = logging.getLogger("sagakit.orchestration")
 
@@ -161,6 +165,8 @@ class Engine:
         self.unreleased: dict[str, float | None] = {}
         """Hand-backs that failed (the database was away): instance id to its due time, for
         :meth:`retry_hand_backs`."""
+        self._telemetry = active_telemetry()
+        """Spans and metrics (``sagakit.telemetry``); None without the OpenTelemetry API."""
         for saga in sagas:
             self.register(saga)
 
@@ -197,8 +203,12 @@ class Engine:
         saga_id = saga_id or new_saga_id()
         if saga_id in self._active:
             return await self._join(saga_id)
-        driver = self._driver(plan, plan.begin(saga_id, input))
-        return await self._track(saga_id, self._start(driver))
+        tel = self._telemetry
+        if tel is not None and not tel.recording():  # asked once per saga: then skipped
+            tel = None
+        trace = None if tel is None else tel.start_trace(saga.name, saga_id)
+        driver = self._driver(plan, plan.begin(saga_id, input, trace))
+        return await self._track(saga_id, self._start(driver, tel))
 
     async def resume(
         self, *, wait: float = 0.0, report: Callable[[DriveReport], None] | None = None
@@ -395,16 +405,31 @@ class Engine:
         for driver in self._drivers.values():
             driver.check_inbox = True
 
-    async def _start(self, driver: Driver) -> SagaResult:
-        """Create the instance, leased to us, with its first ``step_started``; drive it."""
+    async def _start(self, driver: Driver, tel: Telemetry | None) -> SagaResult:
+        """Create the instance, leased to us, with its first ``step_started``; drive it
+        (``tel``: the telemetry it records to, None if nothing is recorded)."""
+        if tel is not None:
+            self._traced(driver, tel, False)
         first = driver.plan.saga.steps[0].name
-        driver.journal.add(RecordTypes.STEP_STARTED, first, 1, self._started_by)
+        driver.journal.add(RecordTypes.STEP_STARTED, first, 1, driver.started_by)
         if not await driver.create(self.owner, self.lease):
+            if driver.tel is not None:
+                driver.tel.finish(driver.state)
             return await self._existing(driver.state)
+        if tel is not None:
+            tel.saga_started(driver.state.name, driver.state.version)
         return await self._drive(driver)
+
+    def _traced(self, driver: Driver, tel: Telemetry, resumed: bool) -> None:
+        """Begin the drive's span and timings; its ``*_started`` records name the span."""
+        drive = driver.tel = tel.drive(driver.state, resumed)
+        if drive is not None and drive.traceparent is not None:
+            driver.started_by = encode({"holder": self.owner, "drive": drive.traceparent})
 
     async def _drive(self, driver: Driver) -> SagaResult:
         self._drivers[driver.state.id] = driver
+        if driver.tel is not None:
+            return await self._drive_traced(driver, driver.tel)
         try:
             due_at = await driver.drive()
         except LeaseLost:
@@ -412,6 +437,22 @@ class Engine:
         state = driver.state
         ended = state.status is SagaStatuses.COMPLETED or state.status is SagaStatuses.COMPENSATED
         if ended and logger.isEnabledFor(logging.INFO):  # the hot path builds no fields
+            logger.info("saga %s %s", state.id, state.status.value, extra=driver.facts())
+        return SagaResult.of(state, due_at)
+
+    async def _drive_traced(self, driver: Driver, drive: Drive) -> SagaResult:
+        try:
+            due_at = await driver.drive()
+        except LeaseLost as lost:
+            drive.finish(driver.state, lost)
+            return await self._lost(driver)
+        except BaseException as error:
+            drive.finish(driver.state, error)
+            raise
+        drive.finish(driver.state)
+        state = driver.state
+        ended = state.status is SagaStatuses.COMPLETED or state.status is SagaStatuses.COMPENSATED
+        if ended and logger.isEnabledFor(logging.INFO):
             logger.info("saga %s %s", state.id, state.status.value, extra=driver.facts())
         return SagaResult.of(state, due_at)
 
@@ -436,6 +477,8 @@ class Engine:
         the call in flight was started by another holder, if it was."""
         taken = self._takeovers.record(journal.state, self.owner)
         if taken is not None:
+            if self._telemetry is not None:
+                self._telemetry.takeover(journal.state)
             started, payload = taken
             journal.add(RecordTypes.CALL_TAKEN_OVER, started.step, started.attempt, payload)
 
@@ -454,6 +497,8 @@ class Engine:
             attention: Attention = {"reason": reason, "failed": []}
             journal.add(RecordTypes.SAGA_NEEDS_ATTENTION, data=encode(attention))
             await self.store.append(saga_id, journal.take(), state.status)
+            if self._telemetry is not None:
+                self._telemetry.saga_ended(state)
             logger.error(
                 "saga %s needs attention: %s",
                 *(saga_id, reason),
@@ -462,6 +507,9 @@ class Engine:
             return SagaResult.of(state)
         driver = self._driver(plan, journal)
         driver.lease_until = held_until(stored.instance.lease_expires, self.lease)
+        tel = self._telemetry
+        if tel is not None and tel.recording():
+            self._traced(driver, tel, True)
         if state.records[-1].type is not RecordTypes.SAGA_STARTED:  # a new one has no call
             self._note_takeover(journal)
         driver.check_inbox = stored.last_message > state.last_message  # woken by a message?

@@ -115,16 +115,18 @@ class Plan:
             f'"steps":{encode(self.steps_meta)},{secret}'
         )
 
-    def begin(self, saga_id: str, input: Any) -> Journal:
+    def begin(self, saga_id: str, input: Any, trace: str | None = None) -> Journal:
         """A new instance's journal holding its ``saga_started`` record; raises
-        :class:`SerializationError` if ``input`` is not JSON, having recorded nothing."""
+        :class:`SerializationError` if ``input`` is not JSON, having recorded nothing.
+        ``trace``: the ``traceparent`` the saga was started in, kept when given."""
         try:
             encoded = encode(input)
         except ENCODE_ERRORS as error:
             raise SerializationError(self.saga.name, "the input", error) from error
         now = time.time()
         deadline_at = None if self.saga.deadline is None else now + self.saga.deadline
-        data = f'{self.head}"deadline_at":{encode(deadline_at)},"input":{encoded}}}'
+        head = self.head if trace is None else f'{self.head}"trace":{encode(trace)},'
+        data = f'{head}"deadline_at":{encode(deadline_at)},"input":{encoded}}}'
         started = {
             "name": self.saga.name,
             "version": self.saga.version,
@@ -134,6 +136,8 @@ class Plan:
         }
         if self.saga.redact:
             started["redact"] = self.saga.redact
+        if trace is not None:
+            started["trace"] = trace
         return Journal.begin(saga_id, data, now, started)
 
 
