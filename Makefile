@@ -35,7 +35,13 @@ demo: $(CORE)
 	rm -f demo.db demo.db-wal demo.db-shm
 	$(BIN)/sagakit demo --db sqlite:///demo.db
 
-test: $(DEV)
+# mermaid.js for the browser test that renders `sagakit graph` output, from the npm
+# registry as its lock file pins it.
+MERMAID := tests/browser/mermaid/node_modules/.package-lock.json
+$(MERMAID): tests/browser/mermaid/package-lock.json
+	npm ci --prefix tests/browser/mermaid --no-audit --no-fund --ignore-scripts --loglevel=error
+
+test: $(DEV) $(MERMAID)
 	$(BIN)/python -m pytest
 
 # Each docs/examples/ directory is checked as one program of its own: their files are
@@ -53,4 +59,4 @@ bench: $(DEV) $(BENCH)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .import_linter_cache demo.db*
+	rm -rf $(VENV) site tests/browser/mermaid/node_modules .pytest_cache .mypy_cache .ruff_cache .import_linter_cache demo.db*
