@@ -262,7 +262,10 @@ class BrokerContract:
         seen = Recorder()
         await broker.subscribe(stream, "alpha", seen)
         await seen.wait_for(lambda: len(seen.deliveries) >= 1, "the redelivery")
-        assert (seen.ids(), seen.attempts()) == ([event.id], [2])
+        # A redelivery, so it counts toward max_attempts. At least 2 rather than exactly 2:
+        # JetStream counts a delivery to a pull request the dead client left behind.
+        assert seen.ids() == [event.id]
+        assert seen.attempts()[0] >= 2, seen.summary()
 
     async def test_close_lets_the_running_handler_finish(self, broker: Broker, stream: str) -> None:
         started, release = asyncio.Event(), asyncio.Event()
