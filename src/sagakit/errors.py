@@ -30,6 +30,7 @@
         ├── UnsupportedBrokerError*    the broker URL names a scheme we do not support
         ├── MissingBrokerDriverError   the broker's client library is not installed
         ├── BrokerConnectionError      the broker cannot be reached (URL shown without password)
+        ├── EventRejectedError         the broker refused one event (too big for it, say)
         └── BrokerNameError*           a stream or group name not every broker accepts
 
 ``*``: also an :class:`InvalidArgumentError`, so every bad argument is a ``ValueError``
@@ -48,6 +49,7 @@ __all__ = [
     "BrokerNameError",
     "CompensationImpossible",
     "ConcurrentUpdateError",
+    "EventRejectedError",
     "InvalidArgumentError",
     "InvalidStoreURLError",
     "LocalDatabaseError",
@@ -259,6 +261,13 @@ class BrokerConnectionError(BrokerError):
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(f"cannot reach the broker at {url}: {reason}")
         self.url = url
+
+
+class EventRejectedError(BrokerError):
+    """The broker refused one event (over its size limit, say) while it takes others.
+
+    Not an outage: the relay holds back that event's saga and keeps publishing the rest.
+    """
 
 
 class BrokerNameError(BrokerError, InvalidArgumentError):

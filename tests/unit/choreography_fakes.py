@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sagakit.bus import Event, Handler, MemoryBroker, Subscription
-from sagakit.errors import BrokerConnectionError
+from sagakit.errors import BrokerConnectionError, EventRejectedError
 
 WAIT = 10.0
 """Seconds any awaited condition may take before the test fails."""
@@ -39,6 +39,7 @@ class FlakyBroker(MemoryBroker):
         self.down = False
         self.lose_acks = False
         self.refuse: Callable[[Event], bool] = lambda event: False
+        self.too_big: Callable[[Event], bool] = lambda event: False
         self.attempts: list[Event] = []
         self.subscribe_failures = 0
 
@@ -46,6 +47,8 @@ class FlakyBroker(MemoryBroker):
         self.attempts.append(event)
         if self.down or self.refuse(event):
             raise BrokerConnectionError(self.url, "connection refused")
+        if self.too_big(event):
+            raise EventRejectedError(f"{self.url}: cannot publish: payload too large")
         await self.inner.publish(stream, event)
         if self.lose_acks:
             raise BrokerConnectionError(self.url, "connection lost before the confirmation")

@@ -277,3 +277,31 @@ async def test_after_a_failed_pass_one_saga_probes_the_broker_before_the_rest(
     assert (await relay.publish_pending()).sent == 5
     await db.close()
     await inner.close()
+
+
+async def test_an_event_the_broker_refuses_holds_back_only_its_own_saga(tmp_path: Path) -> None:
+    inner = MemoryBroker()
+    seen = Seen()
+    await inner.subscribe("s", "g", seen)
+    broker = FlakyBroker(inner)
+    db = database(tmp_path)
+    poison, after = event("Huge", "o-poison"), event("Later", "o-poison")
+    others = [event("OrderCreated", f"o-{n}") for n in range(20)]
+    await enqueue(db, poison, after, *others)
+    broker.too_big = lambda e: e.id == poison.id
+    relay = Relay(db, broker, retry=Retry(None, 3600.0, max_backoff=3600.0, jitter=0))
+
+    first = await relay.publish_pending()
+    assert (first.sent, first.refused, first.error) == (20, 1, None)
+
+    broker.attempts.clear()
+    late = [event("OrderCreated", f"late-{n}") for n in range(5)]
+    await enqueue(db, *late)
+    second = await relay.publish_pending()  # the refused saga waits out its back-off
+    assert (second.sent, second.refused, second.held) == (5, 0, 1)
+    assert poison not in broker.attempts and after not in broker.attempts
+    await eventually(lambda: len(seen.events) == 25, "every other saga's event")
+    assert sorted(seen.ids()) == sorted(e.id for e in others + late)
+    assert await db.backlog() == 2
+    await db.close()
+    await broker.close()

@@ -156,6 +156,7 @@ PUBLIC: dict[str, list[str]] = {
         "BrokerNameError",
         "CompensationImpossible",
         "ConcurrentUpdateError",
+        "EventRejectedError",
         "InvalidArgumentError",
         "InvalidStoreURLError",
         "LocalDatabaseError",

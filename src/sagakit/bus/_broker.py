@@ -38,6 +38,7 @@ from sagakit.errors import (
     BrokerConnectionError,
     BrokerError,
     BrokerNameError,
+    EventRejectedError,
     InvalidArgumentError,
 )
 
@@ -242,6 +243,8 @@ class Broker(ABC):
 
     def _translate(self, what: str, exc: Exception) -> NoReturn:
         """Raise ``exc`` as a :class:`BrokerError` if it is the driver's; else as it is."""
+        if isinstance(exc, self._rejections()):
+            raise EventRejectedError(f"{self.url}: cannot {what}: {_reason(exc)}") from exc
         if isinstance(exc, self._driver_errors()):
             raise BrokerError(f"{self.url}: cannot {what}: {_reason(exc)}") from exc
         raise exc
@@ -273,6 +276,10 @@ class Broker(ABC):
     @abstractmethod
     def _transient_errors(self) -> tuple[type[BaseException], ...]:
         """Driver errors worth retrying: the connection, not the request, failed."""
+
+    def _rejections(self) -> tuple[type[BaseException], ...]:
+        """The driver's errors that refuse one message, not the connection: none by default."""
+        return ()
 
     @abstractmethod
     def _driver_errors(self) -> tuple[type[BaseException], ...]:

@@ -213,6 +213,11 @@ class NatsJetStreamBroker(Broker):
             OSError,
         )
 
+    def _rejections(self) -> tuple[type[BaseException], ...]:
+        from nats.errors import MaxPayloadError
+
+        return (MaxPayloadError,)
+
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         from nats.errors import Error
 

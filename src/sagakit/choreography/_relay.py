@@ -7,6 +7,9 @@ Rules it keeps, and why:
   are published concurrently, so one slow saga does not hold up the others.
 - A row is marked sent only after the broker confirmed it. A crash in between publishes it
   again after the restart; consumers' inboxes drop the duplicate.
+- An event the broker refuses (too big for it, say) holds back only its own saga's later
+  events: it is tried again after a back-off of its own, and every other saga's events
+  keep leaving. Any other error counts as the broker being down.
 - When the broker is down the events simply stay in the outbox: the relay backs off
   exponentially (bounded, with jitter), logs what it waits for and the broker's URL
   (without its password), and tries again, with one saga's events before the rest; it
@@ -31,7 +34,7 @@ from sagakit._retry import Outage, Retry
 from sagakit.bus import Broker
 from sagakit.choreography._logging import event_fields, logger
 from sagakit.choreography._outbox import LocalDatabase, Pending
-from sagakit.errors import InvalidArgumentError
+from sagakit.errors import EventRejectedError, InvalidArgumentError
 
 RELAY_RETRY = Retry(attempts=None, backoff=0.15, max_backoff=3.75, jitter=1 / 3)
 """Waits between passes while the broker fails, for ever: 0.1-0.2 s doubling to 2.5-5 s."""
@@ -39,12 +42,19 @@ RELAY_RETRY = Retry(attempts=None, backoff=0.15, max_backoff=3.75, jitter=1 / 3)
 
 @dataclass(frozen=True, slots=True)
 class RelayPass:
-    """What one pass over the outbox did; ``failed`` is the event ``error`` held back."""
+    """What one pass over the outbox did.
+
+    ``error`` is why the pass failed (the database, or the broker's connection), and
+    ``failed`` the event it held back. ``refused`` counts the events the broker refused
+    (each holding back its own saga only), and ``held`` the sagas left waiting behind one.
+    """
 
     read: int
     sent: int
     error: Exception | None = None
     failed: Pending | None = None
+    refused: int = 0
+    held: int = 0
 
 
 class Relay:
@@ -80,6 +90,7 @@ class Relay:
         self._database = Outage(logger, name)  # says so; the back-off is the relay's own
         self._failing = False
         self._slots = asyncio.Semaphore(in_flight)
+        self._refusals: dict[int, tuple[int, float]] = {}  # row id: (refusals, retry at)
 
     def wake(self) -> None:
         """Something was just committed to the outbox: look now rather than at the poll."""
@@ -105,7 +116,7 @@ class Relay:
             if failures:
                 catching_up = await self._log_recovery(failures)
             failures = 0
-            if outcome.read < self.batch:
+            if outcome.read < self.batch or outcome.sent == 0:  # all sent, or all held
                 if catching_up:
                     logger.info("%s: caught up with the outbox", self.name, extra=self._fields())
                     catching_up = False
@@ -156,24 +167,50 @@ class Relay:
         chains: dict[str, list[Pending]] = {}
         for row in pending:
             chains.setdefault(row.correlation_id, []).append(row)
-        queue = list(chains.values())
+        queue = [chain for chain in chains.values() if self._due(chain[0])]
+        held = len(chains) - len(queue)
         outcomes = []
         if self._failing and queue:  # probe with one saga before the crowd hits the broker
             outcomes.append(await self._publish_chain(queue.pop(0), debug))
-            if outcomes[0][1] is not None:
+            if _outage(outcomes[0][1]):
                 queue = []
         outcomes += await asyncio.gather(*(self._publish_chain(chain, debug) for chain in queue))
         sent = [row_id for ids, _ in outcomes for row_id in ids]
-        failed = next((failure for _, failure in outcomes if failure is not None), None)
+        failures = [failure for _, failure in outcomes if failure is not None]
+        outage = next((failure for failure in failures if _outage(failure)), None)
+        refused = [failure for failure in failures if not _outage(failure)]
         try:
             await self.db.mark_sent(sent)
         except Exception as error:  # published but not marked: published again later
             return RelayPass(len(pending), 0, error)
         self.published += len(sent)
-        self._failing = failed is not None
-        if failed is None:
-            return RelayPass(len(pending), len(sent))
-        return RelayPass(len(pending), len(sent), failed[1], failed[0])
+        self._failing = outage is not None
+        for row_id in sent:
+            self._refusals.pop(row_id, None)
+        for row, refusal in refused:
+            self._refused(row, refusal)
+        held += len(refused)
+        if outage is None:
+            return RelayPass(len(pending), len(sent), refused=len(refused), held=held)
+        return RelayPass(len(pending), len(sent), outage[1], outage[0], len(refused), held)
+
+    def _due(self, head: Pending) -> bool:
+        """False while ``head``, refused by the broker, waits out its back-off."""
+        refusal = self._refusals.get(head.id)
+        return refusal is None or refusal[1] <= asyncio.get_running_loop().time()
+
+    def _refused(self, row: Pending, error: Exception) -> None:
+        """The broker refused ``row``: try it again later, its saga's later events with it."""
+        count = self._refusals.get(row.id, (0, 0.0))[0] + 1
+        delay = self.retry.delay(count)
+        self._refusals[row.id] = (count, asyncio.get_running_loop().time() + delay)
+        event = row.event
+        logger.warning(
+            "%s: the broker refused %s %s of saga %s (refusal %d): %s; the saga's later "
+            "events wait, other sagas' go on; next try in %.1fs",
+            *(self.name, event.type, event.id, event.correlation_id, count, error, delay),
+            extra={**self._fields(row), "attempt": count},
+        )
 
     async def _publish_chain(
         self, chain: Iterable[Pending], debug: bool = False
@@ -199,6 +236,11 @@ class Relay:
             *(self.name, event.type, event.id, event.correlation_id, row.stream),
             extra=self._fields(row),
         )
+
+
+def _outage(failure: tuple[Pending, Exception] | None) -> bool:
+    """True if ``failure`` is the broker failing, not it refusing one event."""
+    return failure is not None and not isinstance(failure[1], EventRejectedError)
 
 
 async def _first_of(events: list[asyncio.Event], timeout: float) -> None:
