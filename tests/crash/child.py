@@ -145,8 +145,11 @@ def instrument(saga: Saga, switch: KillSwitch) -> Saga:
     return Saga(saga.name, saga.version, steps=steps, deadline=saga.deadline)
 
 
-LEASE = 0.5
-"""A killed child's lease lapses this soon, so the restart can take its saga over."""
+LEASE = 2.0
+"""A killed child's lease lapses this soon, so the restart can take its saga over. Long
+enough that a child starved on a loaded machine (a 0.47 s stall was seen in CI) keeps its
+lease and dies at its kill point, not after handing the saga back: each restart waits up to
+this long, which the test pays once per kill point."""
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

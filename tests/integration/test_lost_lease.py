@@ -18,6 +18,7 @@ import asyncio
 import logging
 import re
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -370,3 +371,46 @@ async def test_a_step_that_blocks_the_loop_for_a_third_of_the_lease_is_named(
     assert "step 'busy' (action, attempt 1) was in flight" in message
     assert getattr(named[0], "saga_id", None) == "lagging"
     assert getattr(named[0], "key", None) == "lagging:busy:action"
+
+
+async def test_a_stall_during_a_plain_def_step_is_not_blamed_on_the_step(
+    saga_logs: SagaLogs, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sync step runs in a thread: when the loop stalls meanwhile, something else held it
+    (here: a coroutine beside the saga), and the warning says so rather than telling the
+    operator to turn the step into the plain def it already is."""
+    lease = 1.2
+    store = await open_store(saga_logs.new(tmp_path / "log"))
+    loop = asyncio.get_running_loop()
+    in_step = asyncio.Event()
+    stall_over = threading.Event()
+
+    def waits(ctx: StepContext) -> str:
+        loop.call_soon_threadsafe(in_step.set)
+        assert stall_over.wait(timeout=30), "the stall never ended"
+        return "done"
+
+    async def blocker() -> None:
+        await in_step.wait()
+        time.sleep(lease / 2)  # noqa: ASYNC251 - the scenario: not the step blocks the loop
+        stall_over.set()
+
+    def undo(ctx: CompensationContext) -> None:
+        return None
+
+    saga = Saga("lag-sync").add(waits, compensate=undo)
+    try:
+        with caplog.at_level(logging.WARNING, logger="sagakit"):
+            blocking = asyncio.create_task(blocker())
+            result = await Engine(store, lease=lease).run(saga, saga_id="threaded")
+            await blocking
+    finally:
+        await store.close()
+
+    assert result.status is SagaStatus.COMPLETED
+    named = [r for r in caplog.records if "the event loop was blocked" in r.getMessage()]
+    assert len(named) == 1, [r.getMessage() for r in caplog.records]
+    message = named[0].getMessage()
+    assert "step 'waits' (action, attempt 1) was in flight" in message
+    assert "the step is a plain def running in a thread, so something else held" in message
+    assert "make the step a plain def" not in message

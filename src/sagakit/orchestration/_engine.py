@@ -156,7 +156,7 @@ class Engine:
         self._drivers: dict[str, Driver] = {}
         self._renewal: asyncio.TimerHandle | None = None
         self._renewing: set[asyncio.Task[None]] = set()
-        self._lag = LagWatch(lease, self._drivers)
+        self._lag = LagWatch(lease, self._drivers, self._sagas)
         self._late_calls: dict[str, asyncio.Future[Any]] = {}
         self._started_by = encode({"holder": self.owner})
         """What each ``*_started`` record made here carries (a ``CallStarted``)."""

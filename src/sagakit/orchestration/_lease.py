@@ -21,7 +21,7 @@ from typing import Protocol
 from sagakit.errors import UnknownSagaError
 from sagakit.log import Record, SagaState
 from sagakit.log._fast import RecordTypes
-from sagakit.orchestration._plan import log_fields
+from sagakit.orchestration._plan import Plan, log_fields
 from sagakit.store import Store
 
 logger = logging.getLogger("sagakit.orchestration")
@@ -84,8 +84,14 @@ class LagWatch:
     be the one that caused it) is kept for the next tick, which may need to name it.
     """
 
-    def __init__(self, lease: float, drivers: Mapping[str, _Driving]) -> None:
+    def __init__(
+        self,
+        lease: float,
+        drivers: Mapping[str, _Driving],
+        plans: Mapping[tuple[str, int], Plan],
+    ) -> None:
         self.lease = lease
+        self._plans = plans
         self.period = lease / LAG_TICKS
         self.limit = lease / 3
         self._drivers = drivers
@@ -136,13 +142,11 @@ class LagWatch:
                 continue
             named += 1
             role = "action" if call.type is RecordTypes.STEP_STARTED else "compensation"
+            cause = _STALL_CAUSES[self._runs_on_loop(state, call.step, role)]
             logger.warning(
                 "saga %s: the event loop was blocked for %.2f s, more than a third of the"
-                " %g s lease, while step %r (%s, attempt %d) was in flight: a blocking call in"
-                " an async def (time.sleep, CPU work) starves lease renewals, so another"
-                " worker may take the saga over; make the step a plain def (it runs in a"
-                " thread) or await instead",
-                *(state.id, late, self.lease, call.step, role, call.attempt),
+                " %g s lease, while step %r (%s, attempt %d) was in flight: %s",
+                *(state.id, late, self.lease, call.step, role, call.attempt, cause),
                 extra=log_fields(state.id, state.name, state.version, call.step, call.attempt, role)
                 | {"seconds": round(late, 3)},
             )
@@ -154,6 +158,30 @@ class LagWatch:
                 *(late, self.lease),
                 extra={"seconds": round(late, 3)},
             )
+
+    def _runs_on_loop(self, state: SagaState, step: str, role: str) -> bool:
+        """Whether the call is an ``async def`` (it runs on the loop, so it may be what
+        blocked it); a step this engine does not know is taken for one."""
+        plan = self._plans.get((state.name, state.version))
+        if plan is None:
+            return True
+        try:
+            known = plan.saga.get(step)
+        except KeyError:
+            return True
+        return known.action_is_async if role == "action" else known.compensation_is_async
+
+
+_STALL_CAUSES = {
+    True: "a blocking call in an async def (time.sleep, CPU work) starves lease renewals, so"
+    " another worker may take the saga over; make the step a plain def (it runs in a"
+    " thread) or await instead",
+    False: "the step is a plain def running in a thread, so something else held the loop"
+    " (another async def, a thread holding the GIL) or the process was starved (an"
+    " overloaded machine, a paused VM); another worker may take the saga over; find the"
+    " blocker, give the worker CPU, or lengthen the lease",
+}
+"""Why the loop may have stalled, by whether the call in flight ran on the loop."""
 
 
 def in_flight(state: SagaState, since: float) -> Record | None:
