@@ -309,7 +309,7 @@ async def test_each_service_orders_its_own_outbox_only_per_saga(
     assert result.sent == 20
     await until(lambda: len(heard) == 20, "20 events")
     for saga in ("S0", "S1", "S2", "S3"):
-        ns = [e.payload["n"] for e in heard if e.correlation_id == saga]
+        ns = [e.data["n"] for e in heard if e.correlation_id == saga]
         assert ns == sorted(ns)
     await seats.close()
     await broker.close()

@@ -310,7 +310,7 @@ async def test_choreographed_services_continue_the_trace_of_the_first_event(
 
     @payments.on("OrderCreated")
     def charge(event: Event, tx: Transaction) -> None:
-        tx.emit("PaymentCompleted", {"order_id": event.payload["order_id"]})
+        tx.emit("PaymentCompleted", {"order_id": event.data["order_id"]})
 
     @orders.on("PaymentCompleted")
     def confirm(event: Event, tx: Transaction) -> None:
@@ -394,7 +394,7 @@ async def main():
 
     @service.on(LISTENS)
     def react(event, tx):
-        tx.emit(EMITS, event.payload)
+        tx.emit(EMITS, event.data)
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -214,7 +214,7 @@ async def test_the_consumer_outlives_a_broken_connection() -> None:
     script = Script(lost, RuntimeError("driver confused"), [message(1)])
     handled: list[Delivery] = []
     await consume(script, handled)
-    assert [d.event.payload for d in handled] == [{"n": 1}]
+    assert [d.event.data for d in handled] == [{"n": 1}]
     assert script.settled == [("ack", 1), ("stop", None)]
 
 

@@ -55,7 +55,7 @@ def order_service(tmp_path: Path, broker: MemoryBroker) -> Service:
 
     @orders.on("CardDeclined")
     def cancel(event: Event, tx: Transaction) -> None:
-        tx.emit("OrderCancelled", {"order_id": event.payload["order_id"]})
+        tx.emit("OrderCancelled", {"order_id": event.data["order_id"]})
 
     return orders
 
@@ -65,8 +65,8 @@ def payment_service(tmp_path: Path, broker: MemoryBroker) -> Service:
 
     @payments.on("OrderCreated")
     def charge(event: Event, tx: Transaction) -> None:
-        card = event.payload["card"]  # a poisoned order has none: KeyError, every time
-        tx.emit("CardDeclined" if card == "stolen" else "CardCharged", event.payload)
+        card = event.data["card"]  # a poisoned order has none: KeyError, every time
+        tx.emit("CardDeclined" if card == "stolen" else "CardCharged", event.data)
 
     return payments
 

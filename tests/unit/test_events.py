@@ -25,7 +25,7 @@ def wire(**changes: Any) -> bytes:
 def test_new_starts_a_saga_when_nothing_caused_it() -> None:
     event = Event.new("OrderCreated", {"order": 1}, source="orders")
     assert event.correlation_id == event.id and event.causation_id is None
-    assert (event.type, event.source, event.payload) == ("OrderCreated", "orders", {"order": 1})
+    assert (event.type, event.source, event.data) == ("OrderCreated", "orders", {"order": 1})
     assert event.schema_version == SCHEMA_VERSION and isinstance(event.time, float)
 
 
@@ -63,9 +63,9 @@ def test_parse_round_trips_bytes_and_text(form: Any) -> None:
 
 
 def test_a_payload_that_is_not_json_is_malformed_when_encoded() -> None:
-    with pytest.raises(MalformedEventError, match=r"event '\w+' \(E\): payload is not JSON"):
+    with pytest.raises(MalformedEventError, match=r"event '\w+' \(E\): data is not JSON"):
         Event.new("E", {"when": object()}, source="s").to_json()
-    with pytest.raises(MalformedEventError, match="payload is not JSON"):
+    with pytest.raises(MalformedEventError, match="data is not JSON"):
         Event.new("E", float("nan"), source="s").to_json()
 
 
@@ -79,10 +79,10 @@ def test_a_payload_that_is_not_json_is_malformed_when_encoded() -> None:
         (b"[]", "expected a JSON object, got array"),
         (b'"hello"', "expected a JSON object, got string"),
         (b"{}", "missing field(s) 'id', 'type'"),
-        (wire(payload=...), "missing field(s) 'payload'"),
+        (wire(data=...), "missing field(s) 'data'"),
         (wire(extra=1), "unexpected field(s) 'extra'"),
         (b'{"id": "a", "id": "b"}', "duplicate key 'id'"),
-        (wire(payload={"x": float("nan")}), "NaN is not valid JSON"),
+        (wire(data={"x": float("nan")}), "NaN is not valid JSON"),
         (wire(schema_version=2), "schema_version 2 is not supported"),
         (wire(schema_version=2, extra=1), "schema_version 2 is not supported"),
         (wire(schema_version="1"), "field 'schema_version' must be an integer, got string"),
@@ -138,7 +138,7 @@ events = st.builds(
     source=names,
     time=st.floats(allow_nan=False, allow_infinity=False),
     schema_version=st.just(SCHEMA_VERSION),
-    payload=json_values,
+    data=json_values,
 )
 
 

@@ -30,10 +30,10 @@ def payments(
 
     @service.on("OrderCreated")
     async def charge(event: Event, tx: Transaction) -> None:
-        if event.payload.get("explode"):
+        if event.data.get("explode"):
             raise RuntimeError("the card network is down")
-        tx.db.execute("INSERT INTO charges VALUES (?)", (event.payload["order_id"],))
-        tx.emit("PaymentCompleted", {"order_id": event.payload["order_id"]})
+        tx.db.execute("INSERT INTO charges VALUES (?)", (event.data["order_id"],))
+        tx.emit("PaymentCompleted", {"order_id": event.data["order_id"]})
 
     return service
 

@@ -55,7 +55,7 @@ def fraud_service(broker: Broker) -> Service:
 
     @fraud.on("OrderCreated")
     def screen(event: Event, tx: Transaction) -> None:
-        order = event.payload
+        order = event.data
         flagged = order["card"] in FLAGGED_CARDS
         verdict = "flagged" if flagged else "cleared"
         tx.db.execute("INSERT INTO screenings VALUES (?, ?)", (order["order_id"], verdict))
@@ -73,7 +73,7 @@ def shop_with_fraud_check(broker: Broker) -> list[Service]:
 
     @orders.on("FraudSuspected")  # the order team learns a new way to be cancelled
     def reject(event: Event, tx: Transaction) -> None:
-        order_id = event.payload["order_id"]
+        order_id = event.data["order_id"]
         tx.db.execute("UPDATE orders SET status = 'cancelled' WHERE order_id = ?", (order_id,))
         tx.emit("OrderCancelled", {"order_id": order_id})
 

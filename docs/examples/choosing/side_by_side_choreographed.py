@@ -62,13 +62,13 @@ def order_service(broker: Broker) -> Service:
 
     @orders.on("ShipmentCreated")
     def complete(event: Event, tx: Transaction) -> None:
-        order_id = event.payload["order_id"]
+        order_id = event.data["order_id"]
         tx.db.execute("UPDATE orders SET status = 'completed' WHERE order_id = ?", (order_id,))
         tx.emit("OrderCompleted", {"order_id": order_id})
 
     @orders.on("PaymentRefunded")
     def cancel(event: Event, tx: Transaction) -> None:
-        order_id = event.payload["order_id"]
+        order_id = event.data["order_id"]
         tx.db.execute("UPDATE orders SET status = 'cancelled' WHERE order_id = ?", (order_id,))
         tx.emit("OrderCancelled", {"order_id": order_id})
 
@@ -86,13 +86,13 @@ def payment_service(broker: Broker, *, charge_on: str = "OrderCreated") -> Servi
 
     @payments.on(charge_on)
     def charge(event: Event, tx: Transaction) -> None:
-        order = event.payload
+        order = event.data
         tx.db.execute("INSERT INTO payments VALUES (?, 0)", (order["order_id"],))
         tx.emit("PaymentCompleted", order)  # carries what the next services need
 
     @payments.on("StockReservationFailed")
     def refund(event: Event, tx: Transaction) -> None:
-        order_id = event.payload["order_id"]
+        order_id = event.data["order_id"]
         tx.db.execute("UPDATE payments SET refunded = 1 WHERE order_id = ?", (order_id,))
         tx.emit("PaymentRefunded", {"order_id": order_id})
 
@@ -111,7 +111,7 @@ def inventory_service(broker: Broker) -> Service:
 
     @inventory.on("PaymentCompleted")
     def reserve(event: Event, tx: Transaction) -> None:
-        order = event.payload
+        order = event.data
         free = dict(tx.db.execute("SELECT sku, free FROM stock").fetchall())
         short = [i["sku"] for i in order["items"] if free.get(i["sku"], 0) < i["qty"]]
         if short:  # every line or none
@@ -136,7 +136,7 @@ def shipping_service(broker: Broker) -> Service:
 
     @shipping.on("StockReserved")
     def ship(event: Event, tx: Transaction) -> None:
-        order = event.payload
+        order = event.data
         tx.db.execute("INSERT INTO shipments VALUES (?, ?)", (order["order_id"], order["address"]))
         tx.emit("ShipmentCreated", {"order_id": order["order_id"]})
 

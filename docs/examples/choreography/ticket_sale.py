@@ -55,7 +55,7 @@ def seat_service(broker: Broker, db: str = "seats.db") -> Service:
 
     @seats.on("PaymentFailed")
     def release(event: Event, tx: Transaction) -> None:  # the compensation of a hold
-        booking_id = event.payload["booking_id"]
+        booking_id = event.data["booking_id"]
         tx.db.execute("DELETE FROM holds WHERE booking_id = ?", (booking_id,))
         tx.emit("SeatReleased", {"booking_id": booking_id})
 
@@ -87,7 +87,7 @@ def payment_service(broker: Broker, db: str = "payments.db") -> Service:
 
     @payments.on("SeatHeld")
     async def charge(event: Event, tx: Transaction) -> None:  # async handlers work too
-        booking = event.payload
+        booking = event.data
         # A remote call is outside the local transaction: if the commit fails after it, the
         # event comes again and so does the call. The event id is a stable key for it.
         if not await authorize(booking["card"], booking["cents"], key=event.id):
@@ -111,7 +111,7 @@ def ticket_service(broker: Broker, db: str = "tickets_issued.db") -> Service:
 
     @tickets.on("PaymentTaken")
     def issue(event: Event, tx: Transaction) -> None:
-        booking_id, seat = event.payload["booking_id"], event.payload["seat"]
+        booking_id, seat = event.data["booking_id"], event.data["seat"]
         tx.db.execute("INSERT INTO tickets VALUES (?, ?)", (booking_id, seat))
         tx.emit("TicketIssued", {"booking_id": booking_id, "seat": seat})
 

@@ -13,12 +13,12 @@ async def main() -> None:
 
     @payments.on("OrderCreated")
     def charge(event: Event, tx: Transaction) -> None:  # one local transaction with the inbox
-        tx.db.execute("INSERT INTO payments VALUES (?)", (event.payload["order_id"],))
-        tx.emit("PaymentCompleted", {"order_id": event.payload["order_id"]})  # the outbox
+        tx.db.execute("INSERT INTO payments VALUES (?)", (event.data["order_id"],))
+        tx.emit("PaymentCompleted", {"order_id": event.data["order_id"]})  # the outbox
 
     @orders.on("PaymentCompleted")
     def mark_paid(event: Event, tx: Transaction) -> None:
-        print("paid", event.payload["order_id"], "in saga", event.correlation_id)
+        print("paid", event.data["order_id"], "in saga", event.correlation_id)
         paid.set()
 
     stop = asyncio.Event()

@@ -42,7 +42,7 @@ def new_event_id() -> str:
 class Event:
     """One immutable fact, as published to a stream.
 
-    ``payload`` is any JSON value (dicts, lists, str, int, float, bool, None); build events
+    ``data`` is any JSON value (dicts, lists, str, int, float, bool, None); build events
     with :meth:`new` so ids, correlation and causation are filled in consistently.
     """
 
@@ -53,7 +53,7 @@ class Event:
     source: str
     time: float
     schema_version: int
-    payload: Any
+    data: Any
     traceparent: str | None = None
     """The W3C trace context of the span that emitted the event (OpenTelemetry installed
     and configured), which the handler's span continues; absent on the wire when None."""
@@ -71,7 +71,7 @@ class Event:
     def new(
         cls,
         type: str,
-        payload: Any = None,
+        data: Any = None,
         *,
         source: str,
         correlation_id: str | None = None,
@@ -100,12 +100,12 @@ class Event:
             source=source,
             time=_time.time(),
             schema_version=SCHEMA_VERSION,
-            payload=payload,
+            data=data,
             traceparent=traceparent,
         )
 
     def to_json(self) -> bytes:
-        """The event as compact UTF-8 JSON; a payload that is not JSON is malformed."""
+        """The event as compact UTF-8 JSON; data that is not JSON is malformed."""
         try:
             wire = {name: getattr(self, name) for name in FIELDS}
             if self.traceparent is not None:
@@ -113,7 +113,7 @@ class Event:
             text = encode(wire)
             return text.encode()
         except (*ENCODE_ERRORS, UnicodeEncodeError) as exc:
-            raise MalformedEventError(f"{self._label()}: payload is not JSON: {exc}") from exc
+            raise MalformedEventError(f"{self._label()}: data is not JSON: {exc}") from exc
 
     @classmethod
     def parse(cls, data: bytes | str) -> Event:
@@ -226,6 +226,6 @@ _CHECKS = {
     "source": _text,
     "time": _number,
     "schema_version": _integer,
-    "payload": _anything,
+    "data": _anything,
     "traceparent": _optional_text,
 }

@@ -7,7 +7,7 @@
     @payments.on("OrderCreated")
     def charge(event: Event, tx: Transaction) -> None:
         tx.db.execute("INSERT INTO payments ...")
-        tx.emit("PaymentCompleted", {"order_id": event.payload["order_id"]})
+        tx.emit("PaymentCompleted", {"order_id": event.data["order_id"]})
 
     await payments.run(stop)
 
@@ -81,7 +81,7 @@ class Transaction:
     def emit(
         self,
         type: str,
-        payload: Any = None,
+        data: Any = None,
         *,
         stream: str | None = None,
         correlation_id: str | None = None,
@@ -90,14 +90,14 @@ class Transaction:
 
         Inside a handler it continues the handled event's saga; elsewhere it starts a new
         one, whose correlation id is ``correlation_id`` if given (an order number, say).
-        A payload that is not JSON fails here, at the handler's line, not at commit.
+        ``data`` that is not JSON fails here, at the handler's line, not at commit.
         """
         tel = self._telemetry
         if tel is not None and not tel.recording():
             tel = None
         event = Event.new(
             type,
-            payload,
+            data,
             source=self._source,
             correlation_id=correlation_id,
             caused_by=self.event,
@@ -202,14 +202,14 @@ class Service:
     async def publish(
         self,
         type: str,
-        payload: Any = None,
+        data: Any = None,
         *,
         correlation_id: str | None = None,
         stream: str | None = None,
     ) -> Event:
         """Emit one event in a transaction of its own (through the outbox, like any other)."""
         async with self.transaction() as tx:
-            event = tx.emit(type, payload, correlation_id=correlation_id, stream=stream)
+            event = tx.emit(type, data, correlation_id=correlation_id, stream=stream)
         return event
 
     async def handle(self, delivery: Delivery) -> None:

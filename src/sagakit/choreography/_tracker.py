@@ -363,7 +363,7 @@ class _EventRecords:
             data = facts if outcome is StepOutcome.STARTED else None
             self._add(RecordType.STEP_STARTED, at, step.name, step.attempts + 1, data)
         if outcome is StepOutcome.SUCCEEDED:
-            result = {**facts, "payload": event.payload}
+            result = {**facts, "payload": event.data}
             self._add(RecordType.STEP_SUCCEEDED, at, step.name, step.attempts, result)
         elif outcome is StepOutcome.FAILED:
             failure = {"error": _error(event), "retry_at": None, **facts}
@@ -373,7 +373,7 @@ class _EventRecords:
             attempt = step.compensation_attempts + 1
             self._add(RecordType.COMPENSATION_STARTED, at, step.name, attempt, None)
             if outcome is StepOutcome.COMPENSATED:
-                undone = {**facts, "payload": event.payload}
+                undone = {**facts, "payload": event.data}
                 self._add(RecordType.COMPENSATION_SUCCEEDED, at, step.name, attempt, undone)
             else:
                 failure = {"error": _error(event), "retry_at": None, **facts}
@@ -447,7 +447,7 @@ def _started(choreography: Choreography, event: Event) -> Started:
     started: Started = {
         "name": choreography.name,
         "version": choreography.version,
-        "input": event.payload if event.type in choreography.starts else None,
+        "input": event.data if event.type in choreography.starts else None,
         "steps": choreography.steps_meta,
         "deadline_at": None,
     }
@@ -476,7 +476,7 @@ def _event_id(record: Record) -> str | None:
 
 
 def _reason(event: Event) -> str:
-    payload = event.payload
+    payload = event.data
     if isinstance(payload, dict):
         for key in ("reason", "error", "message"):
             if key in payload:

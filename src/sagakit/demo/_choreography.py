@@ -127,14 +127,14 @@ def order_service(
     service = Service("orders", db, broker, schema=ORDERS_SCHEMA, **_defaults(options))
 
     def cancel(event: Event, tx: Transaction) -> None:
-        order_id = str(event.payload["order_id"])
-        reason = f"{event.type}: {event.payload.get('reason') or 'payment refunded'}"
+        order_id = str(event.data["order_id"])
+        reason = f"{event.type}: {event.data.get('reason') or 'payment refunded'}"
         _set_status(tx, order_id, "cancelled", reason)
         tx.emit("OrderCancelled", {"order_id": order_id, "reason": reason})
 
     @service.on("ShipmentCreated")
     def complete(event: Event, tx: Transaction) -> None:
-        _set_status(tx, str(event.payload["order_id"]), "completed", None)
+        _set_status(tx, str(event.data["order_id"]), "completed", None)
 
     service.on("PaymentRefunded")(cancel)
     service.on("PaymentDeclined")(cancel)
@@ -178,7 +178,7 @@ def payment_service(
 
     @service.on("OrderCreated")
     def charge(event: Event, tx: Transaction) -> None:
-        order = event.payload
+        order = event.data
         order_id, card, amount = order["order_id"], order["card"], int(order["total_cents"])
         if tx.db.execute("SELECT 1 FROM declined_cards WHERE card = ?", (card,)).fetchone():
             tx.emit("PaymentDeclined", {"order_id": order_id, "reason": f"card {card} declined"})
@@ -193,7 +193,7 @@ def payment_service(
 
     @service.on("StockReservationFailed")
     def refund(event: Event, tx: Transaction) -> None:
-        order_id = str(event.payload["order_id"])
+        order_id = str(event.data["order_id"])
         row = tx.db.execute(
             "SELECT id, amount_cents FROM payments WHERE order_id = ? AND refunded = 0",
             (order_id,),
@@ -228,7 +228,7 @@ def inventory_service(
 
     @service.on("PaymentCompleted")
     def reserve(event: Event, tx: Transaction) -> None:
-        order = event.payload
+        order = event.data
         wanted: Counter[str] = Counter()
         for item in order["items"]:
             wanted[str(item["sku"])] += int(item["qty"])
@@ -277,7 +277,7 @@ def shipping_service(
 
     @service.on("StockReserved")
     def ship(event: Event, tx: Transaction) -> None:
-        order_id, address = str(event.payload["order_id"]), str(event.payload["address"])
+        order_id, address = str(event.data["order_id"]), str(event.data["address"])
         shipment_id = _new_id("shp")
         tx.db.execute(
             "INSERT INTO shipments (id, order_id, address) VALUES (?, ?, ?)",

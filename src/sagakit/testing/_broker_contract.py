@@ -320,5 +320,5 @@ class BrokerContract:
     async def test_a_payload_that_is_not_json_is_refused_before_publishing(
         self, broker: Broker, stream: str
     ) -> None:
-        with pytest.raises(MalformedEventError, match="payload is not JSON"):
+        with pytest.raises(MalformedEventError, match="data is not JSON"):
             await broker.publish(stream, Event.new("Odd", {1, 2}, source="contract"))
