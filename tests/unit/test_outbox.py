@@ -298,10 +298,61 @@ async def test_an_event_the_broker_refuses_holds_back_only_its_own_saga(tmp_path
     late = [event("OrderCreated", f"late-{n}") for n in range(5)]
     await enqueue(db, *late)
     second = await relay.publish_pending()  # the refused saga waits out its back-off
-    assert (second.sent, second.refused, second.held) == (5, 0, 1)
+    assert (second.chains, second.sent, second.refused) == (5, 5, 0)
     assert poison not in broker.attempts and after not in broker.attempts
     await eventually(lambda: len(seen.events) == 25, "every other saga's event")
     assert sorted(seen.ids()) == sorted(e.id for e in others + late)
     assert await db.backlog() == 2
+    await db.close()
+    await broker.close()
+
+
+async def test_an_event_refused_max_refusals_times_is_a_dead_letter_its_saga_waiting_behind(
+    tmp_path: Path,
+) -> None:
+    inner = MemoryBroker()
+    seen = Seen()
+    await inner.subscribe("s", "g", seen)
+    broker = FlakyBroker(inner)
+    db = database(tmp_path)
+    poison, after = event("Huge", "o-poison"), event("Later", "o-poison")
+    await enqueue(db, poison, after, event("OrderCreated", "o-1"))
+    broker.too_big = lambda e: e.id == poison.id
+    relay = Relay(db, broker, max_refusals=3, retry=Retry(None, 0.0, jitter=0))
+
+    passes = [await relay.publish_pending() for _ in range(4)]
+    assert [(p.refused, p.dead) for p in passes] == [(1, 0), (1, 0), (1, 1), (0, 0)]
+    assert passes[-1].chains == 0  # the dead head keeps its chain back
+    [dead] = await db.dead_letters()
+    assert (dead.id, dead.correlation_id, dead.refusals) == (1, "o-poison", 3)
+    assert "payload too large" in dead.error and Event.parse(dead.event) == poison
+    assert await db.backlog() == 1  # the later event waits; the dead one is not counted
+
+    broker.too_big = lambda e: False  # say the broker's limit was raised
+    assert await db.resend([dead.id, 99]) == 1
+    resent = await relay.publish_pending()
+    assert (resent.chains, resent.sent) == (1, 2)
+    await eventually(lambda: len(seen.events) == 3, "the re-sent saga, in order")
+    assert [e.id for e in seen.events if e.correlation_id == "o-poison"] == [poison.id, after.id]
+    assert (await db.dead_letters(), await db.backlog()) == ([], 0)
+    await db.close()
+    await broker.close()
+
+
+async def test_an_outbox_row_that_cannot_be_read_is_a_dead_letter_at_once(tmp_path: Path) -> None:
+    broker = MemoryBroker()
+    seen = Seen()
+    await broker.subscribe("s", "g", seen)
+    db = database(tmp_path)
+    good = event("OrderCreated", "o-1")
+    await enqueue(db, event("Old", "o-legacy"), event("Later", "o-legacy"), good)
+    db.connection.execute("UPDATE sagakit_outbox SET event = '{\"v\": 0}' WHERE id = 1")
+
+    outcome = await Relay(db, broker).publish_pending()
+    assert (outcome.chains, outcome.sent) == (1, 1)
+    [dead] = await db.dead_letters()
+    assert dead.id == 1 and dead.refusals == 0 and "cannot be read" in dead.error
+    await eventually(lambda: len(seen.events) == 1, "the readable saga's event")
+    assert seen.ids() == [good.id]
     await db.close()
     await broker.close()

@@ -106,6 +106,8 @@ PUBLIC: dict[str, list[str]] = {
         "Choreography",
         "ChoreographyStep",
         "LocalDatabase",
+        "OutboxClaim",
+        "OutboxDeadLetter",
         "OutboxTransaction",
         "Pending",
         "Relay",
@@ -115,6 +117,9 @@ PUBLIC: dict[str, list[str]] = {
         "StepOutcome",
         "Tracker",
         "Transaction",
+    ],
+    "sagakit.choreography.sqlite": [
+        "SqliteDatabase",
     ],
     "sagakit.cli": [
         "app",

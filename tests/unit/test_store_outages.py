@@ -214,11 +214,11 @@ class _FailingDatabase(SqliteDatabase):
     down = True
     tries = 0
 
-    async def unsent(self, limit: int) -> list[Pending]:
+    async def _chains(self, limit: int) -> list[Pending]:
         self.tries += 1
         if self.down:
             raise LocalDatabaseError("cannot read the outbox of service.db: disk I/O error")
-        return await super().unsent(limit)
+        return await super()._chains(limit)
 
 
 async def test_the_relay_says_once_that_it_lost_its_database(

@@ -8,18 +8,22 @@ timeline in the saga log from the events a :class:`Choreography` declares.
 from sagakit.choreography._definition import Choreography, ChoreographyStep, StepOutcome
 from sagakit.choreography._outbox import (
     LocalDatabase,
+    OutboxClaim,
+    OutboxDeadLetter,
     OutboxTransaction,
     Pending,
-    SqliteDatabase,
 )
 from sagakit.choreography._relay import Relay, RelayPass
 from sagakit.choreography._service import Service, Transaction
 from sagakit.choreography._tracker import Tracker
+from sagakit.choreography.sqlite import SqliteDatabase
 
 __all__ = [
     "Choreography",
     "ChoreographyStep",
     "LocalDatabase",
+    "OutboxClaim",
+    "OutboxDeadLetter",
     "OutboxTransaction",
     "Pending",
     "Relay",

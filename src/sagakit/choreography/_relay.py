@@ -9,7 +9,12 @@ Rules it keeps, and why:
   again after the restart; consumers' inboxes drop the duplicate.
 - An event the broker refuses (too big for it, say) holds back only its own saga's later
   events: it is tried again after a back-off of its own, and every other saga's events
-  keep leaving. Any other error counts as the broker being down.
+  keep leaving. After ``max_refusals`` refusals it becomes a dead letter of the outbox
+  (``sagakit outbox``), its saga's later events still waiting behind it so that
+  re-sending it keeps their order. Any other error counts as the broker being down, which
+  never makes a dead letter.
+- Several replicas of a service may relay one database: each pass claims whole chains
+  (a saga's unsent events), and a chain claimed by one replica is skipped by the others.
 - When the broker is down the events simply stay in the outbox: the relay backs off
   exponentially (bounded, with jitter), logs what it waits for and the broker's URL
   (without its password), and tries again, with one saga's events before the rest; it
@@ -18,14 +23,16 @@ Rules it keeps, and why:
 - When the service's own database fails (the outbox cannot be read or marked), the relay
   waits the same way, for as long as it takes, saying once that it lost the database and
   once that it is back: an outage is one state, not a line a pass.
-- A service calls :meth:`Relay.wake` after each commit so an event leaves at once; the
-  poll finds rows written by other processes or left by a crash.
+- A service calls :meth:`Relay.wake` after each commit so an event leaves at once; a
+  database that can tell (PostgreSQL's ``LISTEN``) wakes it for other processes' commits
+  too, and the poll finds whatever else is left (rows of a crash, a refusal now due).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +40,7 @@ from typing import Any
 from sagakit._retry import Outage, Retry
 from sagakit.bus import Broker
 from sagakit.choreography._logging import event_fields, logger
-from sagakit.choreography._outbox import LocalDatabase, Pending
+from sagakit.choreography._outbox import LocalDatabase, OutboxClaim, Pending
 from sagakit.errors import EventRejectedError, InvalidArgumentError
 
 RELAY_RETRY = Retry(attempts=None, backoff=0.15, max_backoff=3.75, jitter=1 / 3)
@@ -44,25 +51,28 @@ RELAY_RETRY = Retry(attempts=None, backoff=0.15, max_backoff=3.75, jitter=1 / 3)
 class RelayPass:
     """What one pass over the outbox did.
 
-    ``error`` is why the pass failed (the database, or the broker's connection), and
-    ``failed`` the event it held back. ``refused`` counts the events the broker refused
-    (each holding back its own saga only), and ``held`` the sagas left waiting behind one.
+    ``chains`` sagas' events were claimed, ``read`` events in all, and ``sent`` of them
+    published. ``error`` is why the pass failed (the database, or the broker's connection),
+    and ``failed`` the event it held back. ``refused`` counts the events the broker refused
+    (each holding back its own saga only), ``dead`` those of them given up on.
     """
 
+    chains: int
     read: int
     sent: int
     error: Exception | None = None
     failed: Pending | None = None
     refused: int = 0
-    held: int = 0
+    dead: int = 0
 
 
 class Relay:
     """Publishes one database's outbox to ``broker``; run one per service process.
 
-    ``batch`` rows are read per pass, and up to ``in_flight`` sagas' events are published at
-    once (a connection pool has a size: Redis's holds 100 connections by default); ``poll``
-    is how long an idle relay waits before looking again without being woken.
+    ``batch`` sagas' events are claimed per pass, and up to ``in_flight`` sagas' events are
+    published at once (a connection pool has a size: Redis's holds 100 connections by
+    default); ``poll`` is how long an idle relay waits before looking again without being
+    woken; an event the broker refuses ``max_refusals`` times becomes a dead letter.
     """
 
     def __init__(
@@ -75,22 +85,25 @@ class Relay:
         in_flight: int = 32,
         poll: float = 0.5,
         retry: Retry = RELAY_RETRY,
+        max_refusals: int = 5,
     ) -> None:
-        if batch < 1 or in_flight < 1 or poll <= 0:
-            raise InvalidArgumentError("batch and in_flight must be at least 1, and poll positive")
+        if batch < 1 or in_flight < 1 or max_refusals < 1 or poll <= 0:
+            raise InvalidArgumentError(
+                "batch, in_flight and max_refusals must be at least 1, and poll positive"
+            )
         self.db = db
         self.broker = broker
         self.name = name
         self.batch = batch
         self.poll = poll
         self.retry = retry
+        self.max_refusals = max_refusals
         self.published = 0
         """Events this relay has published and marked sent."""
         self._wakeup = asyncio.Event()
         self._database = Outage(logger, name)  # says so; the back-off is the relay's own
         self._failing = False
         self._slots = asyncio.Semaphore(in_flight)
-        self._refusals: dict[int, tuple[int, float]] = {}  # row id: (refusals, retry at)
 
     def wake(self) -> None:
         """Something was just committed to the outbox: look now rather than at the poll."""
@@ -98,6 +111,10 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set, backing off while the broker (or database) fails."""
+        async with self.db.changes(self.wake):
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         failures = 0
         catching_up = False
         while not stop.is_set():
@@ -116,7 +133,7 @@ class Relay:
             if failures:
                 catching_up = await self._log_recovery(failures)
             failures = 0
-            if outcome.read < self.batch or outcome.sent == 0:  # all sent, or all held
+            if outcome.chains < self.batch or outcome.sent == 0:  # all sent, or all held
                 if catching_up:
                     logger.info("%s: caught up with the outbox", self.name, extra=self._fields())
                     catching_up = False
@@ -158,17 +175,24 @@ class Relay:
         return event_fields(row.event, row.stream, self.name)
 
     async def publish_pending(self) -> RelayPass:
-        """One pass: publish up to ``batch`` unsent events and mark those the broker took."""
+        """One pass: claim up to ``batch`` sagas' events, publish them, and record which the
+        broker took (marked sent) and which it refused."""
+        claimed = 0
         try:
-            pending = await self.db.unsent(self.batch)
-        except Exception as error:
-            return RelayPass(0, 0, error)
+            async with self.db.claim(self.batch) as claim:
+                claimed = len(claim.rows)
+                outcome = await self._publish_claimed(claim)
+        except Exception as error:  # the database; what was published goes again later
+            return RelayPass(0, claimed, 0, error)
+        self.published += outcome.sent
+        return outcome
+
+    async def _publish_claimed(self, claim: OutboxClaim) -> RelayPass:
         debug = logger.isEnabledFor(logging.DEBUG)  # asked once a pass, not once an event
         chains: dict[str, list[Pending]] = {}
-        for row in pending:
+        for row in claim.rows:
             chains.setdefault(row.correlation_id, []).append(row)
-        queue = [chain for chain in chains.values() if self._due(chain[0])]
-        held = len(chains) - len(queue)
+        queue = list(chains.values())
         outcomes = []
         if self._failing and queue:  # probe with one saga before the crowd hits the broker
             outcomes.append(await self._publish_chain(queue.pop(0), debug))
@@ -179,38 +203,41 @@ class Relay:
         failures = [failure for _, failure in outcomes if failure is not None]
         outage = next((failure for failure in failures if _outage(failure)), None)
         refused = [failure for failure in failures if not _outage(failure)]
-        try:
-            await self.db.mark_sent(sent)
-        except Exception as error:  # published but not marked: published again later
-            return RelayPass(len(pending), 0, error)
-        self.published += len(sent)
+        await claim.sent(sent)
+        dead = 0
+        for row, error in refused:
+            dead += await self._refused(claim, row, error)
         self._failing = outage is not None
-        for row_id in sent:
-            self._refusals.pop(row_id, None)
-        for row, refusal in refused:
-            self._refused(row, refusal)
-        held += len(refused)
+        counts = (len(chains), len(claim.rows), len(sent))
         if outage is None:
-            return RelayPass(len(pending), len(sent), refused=len(refused), held=held)
-        return RelayPass(len(pending), len(sent), outage[1], outage[0], len(refused), held)
+            return RelayPass(*counts, refused=len(refused), dead=dead)
+        return RelayPass(*counts, outage[1], outage[0], len(refused), dead)
 
-    def _due(self, head: Pending) -> bool:
-        """False while ``head``, refused by the broker, waits out its back-off."""
-        refusal = self._refusals.get(head.id)
-        return refusal is None or refusal[1] <= asyncio.get_running_loop().time()
-
-    def _refused(self, row: Pending, error: Exception) -> None:
-        """The broker refused ``row``: try it again later, its saga's later events with it."""
-        count = self._refusals.get(row.id, (0, 0.0))[0] + 1
-        delay = self.retry.delay(count)
-        self._refusals[row.id] = (count, asyncio.get_running_loop().time() + delay)
+    async def _refused(self, claim: OutboxClaim, row: Pending, error: Exception) -> bool:
+        """The broker refused ``row``: try it again later, its saga's later events with it,
+        or, refused too often, give it up as a dead letter; True if it was given up."""
+        count = row.refusals + 1
         event = row.event
+        what = f"{event.type} {event.id} of saga {event.correlation_id}"
+        fields = {**self._fields(row), "attempt": count}
+        if count >= self.max_refusals:
+            await claim.refused(row.id, str(error), None)
+            logger.error(
+                "%s: the broker refused %s %d times: %s; it is now a dead letter of the "
+                "outbox (sagakit outbox), and the saga's later events wait behind it",
+                *(self.name, what, count, error),
+                extra=fields,
+            )
+            return True
+        delay = self.retry.delay(count)
+        await claim.refused(row.id, str(error), time.time() + delay)
         logger.warning(
-            "%s: the broker refused %s %s of saga %s (refusal %d): %s; the saga's later "
+            "%s: the broker refused %s (refusal %d of %d): %s; the saga's later "
             "events wait, other sagas' go on; next try in %.1fs",
-            *(self.name, event.type, event.id, event.correlation_id, count, error, delay),
-            extra={**self._fields(row), "attempt": count},
+            *(self.name, what, count, self.max_refusals, error, delay),
+            extra=fields,
         )
+        return False
 
     async def _publish_chain(
         self, chain: Iterable[Pending], debug: bool = False

@@ -38,8 +38,9 @@ from sagakit._retry import Retry
 from sagakit.bus import Broker, Delivery, Event, Handler, Subscription
 from sagakit.bus._broker import check_name
 from sagakit.choreography._logging import event_fields, handling_failed, logger
-from sagakit.choreography._outbox import LocalDatabase, OutboxTransaction, SqliteDatabase
+from sagakit.choreography._outbox import LocalDatabase, OutboxTransaction
 from sagakit.choreography._relay import RELAY_RETRY, Relay
+from sagakit.choreography.sqlite import SqliteDatabase
 from sagakit.errors import BrokerConnectionError, ServiceDefinitionError
 from sagakit.telemetry._switch import active as active_telemetry
 
@@ -47,7 +48,10 @@ if TYPE_CHECKING:
     from sagakit.telemetry._otel import Telemetry
 
 EventHandler = Callable[[Event, "Transaction"], Awaitable[None] | None]
-"""``async def handler(event, tx)`` or a plain function; it does the service's local work."""
+"""``async def handler(event, tx)`` or a plain function; it does the service's local work.
+
+A plain function is called as its database needs (:meth:`OutboxTransaction.call`): on the
+event loop for SQLite, in a thread for a database reached through a blocking driver."""
 H = TypeVar("H", bound=EventHandler)
 
 
@@ -243,9 +247,12 @@ class Service:
                 self.duplicates += 1
                 return None
             work = Transaction(self.name, self.stream, tx, event, self._telemetry)
-            outcome = handler(event, work)
-            if inspect.isawaitable(outcome):
-                await outcome
+            if inspect.iscoroutinefunction(handler):
+                await handler(event, work)
+            else:  # where its calls wait on a server, the database runs it in a thread
+                outcome = await tx.call(handler, event, work)
+                if inspect.isawaitable(outcome):
+                    await outcome
             await work.flush()
         self.handled += 1
         return work.emitted

@@ -37,7 +37,7 @@ from typing import Any
 
 from sagakit.bus import Broker, Event
 from sagakit.choreography import Choreography, ChoreographyStep, LocalDatabase, Service, Transaction
-from sagakit.choreography._outbox import SCHEMA as OUTBOX_SCHEMA
+from sagakit.choreography.sqlite import SCHEMA as OUTBOX_SCHEMA
 
 STREAM = "orders"
 """The stream all of the order saga's events travel on."""
