@@ -41,7 +41,19 @@ MERMAID := tests/browser/mermaid/node_modules/.package-lock.json
 $(MERMAID): tests/browser/mermaid/package-lock.json
 	npm ci --prefix tests/browser/mermaid --no-audit --no-fund --ignore-scripts --loglevel=error
 
-test: $(DEV) $(MERMAID)
+# npm's redis client for the shipping service in Node.js that the foreign-service test
+# (tests/integration/test_foreign_shipping.py) runs, as its lock file pins it.
+SHIPPING_JS := tests/foreign/shipping/node_modules/.package-lock.json
+$(SHIPPING_JS): tests/foreign/shipping/package-lock.json
+	npm ci --prefix tests/foreign/shipping --no-audit --no-fund --ignore-scripts --loglevel=error
+
+# The cloudevents SDK, whose official CloudEvents JSON schema (compiled for ajv) the envelope's
+# contract test (tests/contract/test_cloudevents_schema.py) validates events with.
+CLOUDEVENTS := tests/contract/cloudevents/node_modules/.package-lock.json
+$(CLOUDEVENTS): tests/contract/cloudevents/package-lock.json
+	npm ci --prefix tests/contract/cloudevents --no-audit --no-fund --ignore-scripts --loglevel=error
+
+test: $(DEV) $(MERMAID) $(SHIPPING_JS) $(CLOUDEVENTS)
 	$(BIN)/python -m pytest
 
 # Each docs/examples/ directory is checked as one program of its own: their files are
@@ -59,4 +71,4 @@ bench: $(DEV) $(BENCH)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) site tests/browser/mermaid/node_modules .pytest_cache .mypy_cache .ruff_cache .import_linter_cache demo.db*
+	rm -rf $(VENV) site tests/browser/mermaid/node_modules tests/foreign/shipping/node_modules tests/contract/cloudevents/node_modules .pytest_cache .mypy_cache .ruff_cache .import_linter_cache demo.db*

@@ -173,7 +173,7 @@ def _progress(state: SagaState) -> Text:
     """What stands, what was undone, what could not be, and what is left to do or undo."""
     steps = state.steps
     not_undone = state.failed_compensations
-    label, left = _remaining(state)
+    label, left = remaining(state)
     lines = [
         ("done", [s.name for s in steps if s.status is StepStatus.SUCCEEDED], "bold"),
         ("undone", [s.name for s in steps if s.status is StepStatus.COMPENSATED], "bold"),
@@ -188,10 +188,14 @@ def _progress(state: SagaState) -> Text:
     return text
 
 
-def _remaining(state: SagaState) -> tuple[str, list[str]]:
-    """The steps still to run, or, for a saga going back, still to compensate."""
+def remaining(state: SagaState) -> tuple[str, list[str]]:
+    """The steps still to run, or, for a saga going back, still to compensate: none for a
+    saga that ended, nor for one flagged after it ended (a late event, say)."""
     status = state.status
-    if status is SagaStatus.COMPLETED or status is SagaStatus.COMPENSATED:
+    ended = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
+    if status in ended or (
+        status is SagaStatus.NEEDS_ATTENTION and state.before_attention in ended
+    ):
         return "", []
     if status is SagaStatus.COMPENSATING or (
         status is SagaStatus.NEEDS_ATTENTION and state.before_attention is SagaStatus.COMPENSATING

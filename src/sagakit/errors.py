@@ -31,6 +31,7 @@
         ├── MissingBrokerDriverError   the broker's client library is not installed
         ├── BrokerConnectionError      the broker cannot be reached (URL shown without password)
         ├── EventRejectedError         the broker refused one event (too big for it, say)
+        │   └── EventTooLargeError*        an event over the broker's size limit
         └── BrokerNameError*           a stream or group name not every broker accepts
 
 ``*``: also an :class:`InvalidArgumentError`, so every bad argument is a ``ValueError``
@@ -50,6 +51,7 @@ __all__ = [
     "CompensationImpossible",
     "ConcurrentUpdateError",
     "EventRejectedError",
+    "EventTooLargeError",
     "InvalidArgumentError",
     "InvalidStoreURLError",
     "LocalDatabaseError",
@@ -268,6 +270,27 @@ class EventRejectedError(BrokerError):
 
     Not an outage: the relay holds back that event's saga and keeps publishing the rest.
     """
+
+
+class EventTooLargeError(EventRejectedError, InvalidArgumentError):
+    """An event whose JSON is over the broker's ``max_event_bytes``.
+
+    Raised by ``tx.emit`` inside the handler's transaction, so the event never reaches the
+    outbox (the handler fails, is retried, and dead-lettered like any failing handler), and
+    by :meth:`Broker.publish` for a row that reached the outbox anyway (written when the
+    limit was higher): that row becomes a dead letter of the outbox, blocking no one.
+    """
+
+    def __init__(self, event_type: str, event_id: str, size: int, limit: int, broker: str) -> None:
+        super().__init__(
+            f"event {event_id!r} ({event_type}) is {size:,} bytes as JSON, over the "
+            f"{limit:,} bytes {broker} takes: put large data elsewhere (object storage) "
+            "and send its key"
+        )
+        self.event_type = event_type
+        self.event_id = event_id
+        self.size = size
+        self.limit = limit
 
 
 class BrokerNameError(BrokerError, InvalidArgumentError):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -173,26 +174,41 @@ async def test_types_without_a_handler_are_acknowledged_and_dropped(
 
 def test_the_envelope_has_the_fields_the_page_lists() -> None:
     table = PAGE.read_text().split("## The event envelope", 1)[1].split("Build events", 1)[0]
-    listed = re.findall(r"^\| `(\w+)` \|", table, flags=re.MULTILINE)
-    assert listed == [f.name for f in dataclasses.fields(Event)]
+    rows = re.findall(r"^\| `(\w+)` \| (?:`(\w+)`|\(each its own\)) \|", table, flags=re.MULTILINE)
+    assert [python for python, _ in rows] == [f.name for f in dataclasses.fields(Event)]
     event = Event.new("SeatHeld", {"a": 1}, source="seats")
     assert re.fullmatch(r"[0-9a-f]{32}", event.id)
     assert event.correlation_id == event.id and event.causation_id is None
-    assert event.schema_version == 1 and isinstance(event.time, float)
-    wire = json.loads(event.to_json())
-    assert list(wire) == [name for name in listed if name != "traceparent"]  # only when set
-    traced = dataclasses.replace(event, traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01")
-    assert list(json.loads(traced.to_json())) == listed
+    assert isinstance(event.time, float) and dict(event.extensions) == {}
+    paid = Event.new(
+        "Paid",
+        5,
+        source="pay",
+        caused_by=event,
+        traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01",
+    )
+    paid = dataclasses.replace(paid, extensions={"tenant": "acme"})
+    wire = json.loads(paid.to_json())
+    on_wire = {python: name for python, name in rows if name}
+    assert set(wire) == {*on_wire.values(), "specversion", "datacontenttype", "tenant"}
+    rfc3339 = datetime.fromtimestamp(paid.time, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for python, name in on_wire.items():
+        assert wire[name] == (rfc3339 if python == "time" else getattr(paid, python)), name
+    assert Event.parse(paid.to_json()) == paid
+    assert wire["tenant"] == "acme" and wire["specversion"] == "1.0"
 
 
 @pytest.mark.parametrize(
     "change",
     [
         lambda w: w.pop("source"),
-        lambda w: w.update(extra=1),
-        lambda w: w.update(schema_version=2),
+        lambda w: w.pop("correlationid"),
+        lambda w: w.update(Extra=1),
+        lambda w: w.update(specversion="2.0"),
+        lambda w: w.update(time=1796224200.5),
+        lambda w: w.update(data_base64="AAE="),
     ],
-    ids=["missing", "unknown", "newer"],
+    ids=["missing", "no-saga", "bad-name", "other-specversion", "epoch-time", "binary"],
 )
 def test_parsing_is_strict(change: Any) -> None:
     wire = json.loads(Event.new("SeatHeld", None, source="seats").to_json())
@@ -203,6 +219,11 @@ def test_parsing_is_strict(change: Any) -> None:
         Event.parse('{"id": "a", "id": "b"}')
     with pytest.raises(MalformedEventError):
         Event.parse('{"payload": NaN}')
+
+
+def test_parsing_keeps_extensions_it_does_not_know() -> None:
+    wire = {**json.loads(Event.new("SeatHeld", None, source="seats").to_json()), "extra": 1}
+    assert dict(Event.parse(json.dumps(wire)).extensions) == {"extra": 1}
 
 
 # ------------------------------------------------------------------ inbox and outbox

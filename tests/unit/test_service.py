@@ -11,7 +11,7 @@ from choreography_fakes import FlakyBroker, eventually, running
 
 from sagakit.bus import Delivery, Event, MemoryBroker
 from sagakit.choreography import Service, Transaction
-from sagakit.errors import MalformedEventError, ServiceDefinitionError
+from sagakit.errors import EventTooLargeError, MalformedEventError, ServiceDefinitionError
 
 TABLES = "CREATE TABLE IF NOT EXISTS charges (order_id TEXT NOT NULL);"
 
@@ -147,3 +147,26 @@ def test_handlers_are_checked_when_declared(tmp_path: Path) -> None:
     with pytest.raises(ServiceDefinitionError, match="concurrency"):
         Service("x", tmp_path / "x.db", MemoryBroker(), concurrency=0)
     assert service.streams == ["events"]
+
+
+async def test_an_event_over_the_broker_s_limit_fails_at_emit_and_rolls_back(
+    tmp_path: Path,
+) -> None:
+    broker = MemoryBroker(max_event_bytes=2_000)
+    service = Service("payments", tmp_path / "payments.db", broker, stream="s")
+
+    async def emit_both() -> None:
+        async with service.transaction() as tx:
+            tx.emit("Small", {"n": 1})
+            tx.emit("Huge", {"blob": "x" * 5_000}, correlation_id="o-1")
+
+    with pytest.raises(EventTooLargeError) as refused:
+        await emit_both()
+    error = refused.value
+    assert (error.event_type, error.limit) == ("Huge", 2_000) and error.size > 5_000
+    assert "over the 2,000 bytes the broker takes" in str(error)
+    assert await service.db.backlog() == 0  # the small one went with the transaction
+    with pytest.raises(EventTooLargeError, match="memory://"):
+        await broker.publish("s", Event.new("Huge", "x" * 5_000, source="t"))
+    await service.close()
+    await broker.close()

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from sagakit._retry import Retry
 from sagakit._urls import Backend, SchemeTable, lazy
-from sagakit.bus._broker import Broker, Subscription
+from sagakit.bus._broker import MAX_EVENT_BYTES, Broker, Subscription
 from sagakit.bus._delivery import DeadLetter, Delivery, Handler
-from sagakit.bus._event import Event
+from sagakit.bus._event import Event, event_schema
 from sagakit.bus.memory import MemoryBroker
 from sagakit.errors import MissingBrokerDriverError, UnsupportedBrokerError
 
 __all__ = [
+    "MAX_EVENT_BYTES",
     "SCHEMES",
     "Broker",
     "DeadLetter",
@@ -31,6 +32,7 @@ __all__ = [
     "Handler",
     "MemoryBroker",
     "Subscription",
+    "event_schema",
     "open_broker",
 ]
 
@@ -67,7 +69,11 @@ SCHEMES = _BROKERS.names
 
 
 async def open_broker(
-    url: str, *, redeliver_after: float = 30.0, retry: Retry | None = None
+    url: str,
+    *,
+    redeliver_after: float = 30.0,
+    retry: Retry | None = None,
+    max_event_bytes: int = MAX_EVENT_BYTES,
 ) -> Broker:
     """Connect to the broker at ``url`` (see the table above).
 
@@ -77,6 +83,8 @@ async def open_broker(
     :class:`~sagakit.errors.UnsupportedBrokerError`; a broker whose driver is missing, a
     :class:`~sagakit.errors.MissingBrokerDriverError` saying which extra to install.
     """
-    broker = _BROKERS.load(url)(url, redeliver_after=redeliver_after, retry=retry)
+    broker = _BROKERS.load(url)(
+        url, redeliver_after=redeliver_after, retry=retry, max_event_bytes=max_event_bytes
+    )
     await broker.connect()
     return broker

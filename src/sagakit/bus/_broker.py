@@ -39,10 +39,16 @@ from sagakit.errors import (
     BrokerError,
     BrokerNameError,
     EventRejectedError,
+    EventTooLargeError,
     InvalidArgumentError,
 )
 
 logger = logging.getLogger("sagakit.bus")
+
+MAX_EVENT_BYTES = 1024 * 1024
+"""The default size limit of an event's JSON: NATS's default ``max_payload``, so a
+choreography can move between brokers. Events are facts, not files: keep large data
+elsewhere and send its key."""
 
 T = TypeVar("T")
 
@@ -68,6 +74,14 @@ def check_name(kind: str, name: str) -> str:
             f"invalid {kind} name {name!r}: use 1 to 100 letters, digits, '-' or '_'"
         )
     return name
+
+
+def encode_within(event: Event, limit: int, broker: str = "the broker") -> bytes:
+    """``event``'s JSON, or :class:`EventTooLargeError` if it is over ``limit`` bytes."""
+    data = event.to_json()
+    if len(data) > limit:
+        raise EventTooLargeError(event.type, event.id, len(data), limit, broker)
+    return data
 
 
 class Subscription(Protocol):
@@ -106,17 +120,27 @@ class Broker(ABC):
     ``redeliver_after``: seconds an unacknowledged message waits before another consumer of
     its group may take it (Redis min-idle time, NATS ack wait); handlers that run longer
     keep their messages by renewing them. ``retry``: how calls to the broker are retried
-    while its connection is lost (:data:`BROKER_RETRY` by default).
+    while its connection is lost (:data:`BROKER_RETRY` by default). ``max_event_bytes``:
+    the largest event's JSON published (:data:`MAX_EVENT_BYTES` by default; a server with
+    a lower limit of its own lowers it once connected).
     """
 
     url: str
     """The broker's URL, without any password (safe to log)."""
 
     def __init__(
-        self, url: str, *, redeliver_after: float = 30.0, retry: Retry | None = None
+        self,
+        url: str,
+        *,
+        redeliver_after: float = 30.0,
+        retry: Retry | None = None,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         if redeliver_after <= 0:
             raise InvalidArgumentError(f"redeliver_after must be positive, not {redeliver_after!r}")
+        if max_event_bytes < 1:
+            raise InvalidArgumentError(f"max_event_bytes must be positive, not {max_event_bytes}")
+        self.max_event_bytes = max_event_bytes
         self.url = redact(url)
         self.redeliver_after = redeliver_after
         self.retry = retry or BROKER_RETRY
@@ -136,10 +160,15 @@ class Broker(ABC):
         :class:`~sagakit.errors.BrokerConnectionError`.
         """
         check_name("stream", stream)
-        data = event.to_json()
+        data = self.encode(event)
         await self._retrying(
             f"publish to {stream!r}", lambda: self._publish(stream, data, event.id)
         )
+
+    def encode(self, event: Event) -> bytes:
+        """``event`` as the JSON this broker takes: :class:`EventTooLargeError` if over
+        :attr:`max_event_bytes`, :class:`MalformedEventError` if its data is not JSON."""
+        return encode_within(event, self.max_event_bytes, self.url)
 
     async def subscribe(
         self,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sagakit._retry import Retry
-from sagakit.bus._broker import Broker
+from sagakit.bus._broker import MAX_EVENT_BYTES, Broker
 from sagakit.bus._consumer import Incoming, Receiver
 from sagakit.bus._delivery import DeadLetter
 
@@ -77,15 +77,22 @@ class MemoryBroker(Broker):
         *,
         redeliver_after: float = 30.0,
         retry: Retry | None = None,
+        max_event_bytes: int = MAX_EVENT_BYTES,
         hub: MemoryHub | None = None,
     ) -> None:
-        super().__init__(url, redeliver_after=redeliver_after, retry=retry)
+        super().__init__(
+            url, redeliver_after=redeliver_after, retry=retry, max_event_bytes=max_event_bytes
+        )
         self.hub = hub or MemoryHub()
 
     def sibling(self) -> MemoryBroker:
         """Another broker on the same hub, as another process on the same server."""
         return MemoryBroker(
-            self._raw_url, redeliver_after=self.redeliver_after, retry=self.retry, hub=self.hub
+            self._raw_url,
+            redeliver_after=self.redeliver_after,
+            retry=self.retry,
+            max_event_bytes=self.max_event_bytes,
+            hub=self.hub,
         )
 
     async def _connect(self) -> None:

@@ -57,6 +57,11 @@ def jetstream_names(stream: str) -> tuple[str, str]:
     return f"sagakit-events-{stream}", f"sagakit-dead-{stream}"
 
 
+HEADERS_ROOM = 1024
+"""Bytes of ``max_payload`` left for the headers (``Nats-Msg-Id``): the server counts them
+in, the client's own check does not."""
+
+
 class NatsJetStreamBroker(Broker):
     """The broker behind ``nats://host:4222`` (``tls://`` for TLS)."""
 
@@ -81,6 +86,7 @@ class NatsJetStreamBroker(Broker):
         self._nc.options["max_reconnect_attempts"] = -1  # once connected, reconnect for ever
         self._nc.options["reconnect_time_wait"] = 1
         self._ready = set()
+        self.max_event_bytes = min(self.max_event_bytes, self._nc.max_payload - HEADERS_ROOM)
 
     async def _on_error(self, exc: Exception) -> None:
         logger.debug("%s: %r", self.url, exc)
@@ -215,8 +221,9 @@ class NatsJetStreamBroker(Broker):
 
     def _rejections(self) -> tuple[type[BaseException], ...]:
         from nats.errors import MaxPayloadError
+        from nats.js.errors import APIError
 
-        return (MaxPayloadError,)
+        return (MaxPayloadError, APIError)  # JetStream refused this message (its size, say)
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         from nats.errors import Error

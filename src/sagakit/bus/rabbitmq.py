@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sagakit.bus._broker import Broker
 from sagakit.bus._consumer import Incoming, Receiver
 from sagakit.bus._delivery import DeadLetter
-from sagakit.errors import BrokerError, MissingBrokerDriverError
+from sagakit.errors import EventRejectedError, MissingBrokerDriverError
 
 __all__ = ["RabbitMQBroker"]
 
@@ -168,6 +168,11 @@ class RabbitMQBroker(Broker):
             TimeoutError,
         )
 
+    def _rejections(self) -> tuple[type[BaseException], ...]:
+        from aiormq.exceptions import DeliveryError
+
+        return (DeliveryError,)  # a nack: a queue refused this message (full, say)
+
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         from aio_pika.exceptions import AMQPError
 
@@ -235,8 +240,8 @@ async def _confirmed(publishing: Any) -> None:
     from aiormq import spec
 
     result = await publishing
-    if result is not None and not isinstance(result, spec.Basic.Ack):
-        raise BrokerError(f"RabbitMQ did not accept the message: {result!r}")
+    if result is not None and not isinstance(result, spec.Basic.Ack):  # a queue full, say
+        raise EventRejectedError(f"RabbitMQ did not accept the message: {result!r}")
 
 
 def _incoming(message: Incoming) -> AbstractIncomingMessage:

@@ -92,6 +92,11 @@ class RedisStreamsBroker(Broker):
 
         return (ConnectionError, TimeoutError, OSError)
 
+    def _rejections(self) -> tuple[type[BaseException], ...]:
+        from redis.exceptions import ResponseError
+
+        return (ResponseError,)  # the server refused the command (WRONGTYPE, OOM), not the link
+
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         from redis.exceptions import RedisError
 

@@ -86,18 +86,22 @@ class OutboxTransaction(Protocol):
         ...
 
     async def call(self, function: Callable[..., Any], *args: Any) -> Any:
-        """Call a plain (sync) handler as this database needs: on the event loop where its
-        calls are quick local ones (SQLite), in a thread where they wait on a server."""
+        """Call a plain (sync) handler as this database's driver allows: on the event loop
+        where its calls are quick local ones (SQLite) or where it has no sync API (asyncpg),
+        in a thread where they wait on a server (SQLAlchemy's ``Session``)."""
         ...
 
 
 class OutboxClaim(Protocol):
     """Chains of outbox rows one relay holds inside one open transaction of its own.
 
-    A *chain* is one correlation id's unsent rows, oldest first; the claim holds each
-    chain's head locked, so no other relay (another replica of the service) claims the
-    same chain until this claim ends, and order per saga survives several replicas.
-    What is marked here commits when the claim ends.
+    A *chain* is one correlation id's unsent rows, oldest first. A claim holds every unsent
+    row of its chains, and leaves alone a chain any row of which another claim holds: so
+    no other relay (another replica of the service) publishes the same saga's events until
+    this claim ends, and order per saga survives several replicas. Holding the head alone
+    is not enough: ids are given when a row is written, not when it commits, so a row with
+    an earlier id may commit after the claim and become an unheld head. What is marked
+    here commits when the claim ends.
     """
 
     @property

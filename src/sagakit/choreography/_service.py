@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sagakit._retry import Retry
 from sagakit.bus import Broker, Delivery, Event, Handler, Subscription
-from sagakit.bus._broker import check_name
+from sagakit.bus._broker import MAX_EVENT_BYTES, check_name, encode_within
 from sagakit.choreography._logging import event_fields, handling_failed, logger
 from sagakit.choreography._outbox import LocalDatabase, OutboxTransaction
 from sagakit.choreography._relay import RELAY_RETRY, Relay
@@ -70,8 +70,11 @@ class Transaction:
         tx: OutboxTransaction,
         cause: Event | None,
         telemetry: Telemetry | None = None,
+        *,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         self.event = cause
+        self._max_event_bytes = max_event_bytes
         self._source = source
         self._stream = stream
         self._tx = tx
@@ -94,7 +97,10 @@ class Transaction:
 
         Inside a handler it continues the handled event's saga; elsewhere it starts a new
         one, whose correlation id is ``correlation_id`` if given (an order number, say).
-        ``data`` that is not JSON fails here, at the handler's line, not at commit.
+        Data that is not JSON, or an event over the broker's ``max_event_bytes``, fails
+        here, at the handler's line, not at commit or publish
+        (:class:`~sagakit.errors.MalformedEventError`,
+        :class:`~sagakit.errors.EventTooLargeError`).
         """
         tel = self._telemetry
         if tel is not None and not tel.recording():
@@ -107,7 +113,7 @@ class Transaction:
             caused_by=self.event,
             traceparent=None if tel is None else tel.event_traceparent(type),
         )
-        event.to_json()
+        encode_within(event, self._max_event_bytes)
         self._emitted.append((check_name("stream", stream or self._stream), event))
         return event
 
@@ -128,7 +134,7 @@ class Service:
     ``db`` is a :class:`~sagakit.choreography.LocalDatabase` or the path of a SQLite file (made
     with ``schema``, the service's own tables). ``stream`` is where its handlers listen and
     its events go unless told otherwise. ``concurrency`` subscriptions per stream handle
-    events side by side (their transactions still commit one at a time).
+    events side by side (on SQLite their transactions still commit one at a time).
     """
 
     def __init__(
@@ -198,7 +204,14 @@ class Service:
                 tx.emit("OrderCreated", order, correlation_id=order["order_id"])
         """
         async with self.db.transaction() as tx:
-            work = Transaction(self.name, self.stream, tx, None, self._telemetry)
+            work = Transaction(
+                self.name,
+                self.stream,
+                tx,
+                None,
+                self._telemetry,
+                max_event_bytes=self.broker.max_event_bytes,
+            )
             yield work
             await work.flush()
         self.relay.wake()
@@ -246,7 +259,14 @@ class Service:
             if not await tx.first_delivery(self.name, event.id):
                 self.duplicates += 1
                 return None
-            work = Transaction(self.name, self.stream, tx, event, self._telemetry)
+            work = Transaction(
+                self.name,
+                self.stream,
+                tx,
+                event,
+                self._telemetry,
+                max_event_bytes=self.broker.max_event_bytes,
+            )
             if inspect.iscoroutinefunction(handler):
                 await handler(event, work)
             else:  # where its calls wait on a server, the database runs it in a thread

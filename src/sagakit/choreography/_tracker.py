@@ -22,6 +22,17 @@ A saga not ended within ``max_gap`` seconds of its last event is marked ``needs_
 by :meth:`Tracker.check_stuck`, naming the events it waits for. An event that arrives later
 still moves it on: an ending event ends it.
 
+A *forward* event (one that is not a compensation, a failure or an ending of compensation)
+for a saga that has begun compensating is not recorded as a step: the saga is marked
+``needs_attention`` instead, its reason naming the event (``forward event after
+compensation: <type> <id> from <source>``) and its record carrying the event's facts. That is
+what a producer re-publishing an event with a new id (outside an outbox) looks like, and the
+services may have acted on it. The flag is raised once: a later forward event for a saga that
+already needs attention is logged and not recorded, and the compensation events still to
+come are recorded but do not end the saga; a person resolves it. A forward event that a
+recorded event names as its cause is no re-publish but an earlier event overtaken by its
+consequences, and is recorded as any other.
+
 The tracker creates its sagas leased to itself until the end of time, so that workers of
 orchestrated sagas on the same database never claim one (they could not drive it).
 """
@@ -73,14 +84,29 @@ OUTCOME_LEVELS = {
 for an operator to look at; other changes, and events that change no status, are debug."""
 _EXPLAINED = (SagaStatus.COMPENSATING, SagaStatus.NEEDS_ATTENTION)
 """The statuses whose log line gives the saga's reason."""
+_FORWARD = (StepOutcome.STARTED, StepOutcome.SUCCEEDED)
+"""The step outcomes an event moving its saga forward reports."""
+
+
+LATE_REASON = "forward event after compensation"
+"""How the reason of a saga flagged for a forward event heard after it began compensating
+starts; the event's type, id and source follow."""
 
 
 @dataclass(slots=True)
 class _Tracked:
-    """A saga as this tracker last wrote it, and the event ids already in its log."""
+    """A saga as this tracker last wrote it, the event ids already in its log, and the ids
+    its recorded events name as their causes (an event overtaken by its consequences)."""
 
     state: SagaState
     seen: set[str] = field(default_factory=set)
+    causes: set[str] = field(default_factory=set)
+
+    def note(self, event: Event) -> None:
+        """``event`` is in the log now."""
+        self.seen.add(event.id)
+        if event.causation_id is not None:
+            self.causes.add(event.causation_id)
 
 
 class Tracker:
@@ -210,14 +236,36 @@ class Tracker:
             return None, None
         before = state.status
         journal = Journal(state)
-        _EventRecords(choreography, journal).add(event)
+        if not _EventRecords(choreography, journal).add(event, event.id in tracked.causes):
+            if await self._stale(state):  # an operator may have resolved it: decide again
+                raise ConcurrentUpdateError(saga_id, state.next_seq)
+            self._late_again(choreography, event, state)
+            return None, None
         try:
             await self.store.append(saga_id, journal.take(), state.status)
         except BaseException:
             self._cache.pop(saga_id, None)  # its state already has the records applied
             raise
-        tracked.seen.add(event.id)
+        tracked.note(event)
         return before, state
+
+    async def _stale(self, state: SagaState) -> bool:
+        """Whether the saga's log has records ``state`` lacks: what the tracker decides
+        without appending must be decided on the log as it is, not on a cached copy."""
+        stored = await self.store.load(state.id)
+        return stored is not None and len(stored.records) != len(state.records)
+
+    def _late_again(self, choreography: Choreography, event: Event, state: SagaState) -> None:
+        """Say that a forward event came for a saga already in a person's hands: its log
+        keeps one flag, so a producer that keeps re-publishing does not flood it."""
+        logger.warning(
+            "saga %s (%s) already needs attention: %s %s %s from %s not recorded",
+            *(state.id, choreography.key, LATE_REASON, event.type, event.id, event.source),
+            extra={
+                **event_fields(event, "", self.group),
+                **saga_fields(choreography.name, choreography.version),
+            },
+        )
 
     async def _create(self, choreography: Choreography, event: Event) -> SagaState:
         journal = Journal.begin(
@@ -228,7 +276,9 @@ class Tracker:
         instance = journal.new_instance(lease_owner=LEASE_OWNER, lease_expires=HELD_UNTIL)
         if not await self.store.create(instance, journal.take()):
             raise ConcurrentUpdateError(state.id, 0)  # created meanwhile: re-read it
-        self._remember(_Tracked(state, {event.id}))
+        tracked = _Tracked(state)
+        tracked.note(event)
+        self._remember(tracked)
         return state
 
     async def _load(self, saga_id: str) -> _Tracked | None:
@@ -240,7 +290,12 @@ class Tracker:
         if stored is None:
             return None
         tracked = _Tracked(SagaState.from_records(saga_id, stored.records))
-        tracked.seen = {i for r in stored.records if (i := _event_id(r)) is not None}
+        for record in stored.records:
+            facts = _facts_of(record)
+            if facts is not None:
+                tracked.seen.add(facts["event_id"])
+                if isinstance(cause := facts.get("causation_id"), str):
+                    tracked.causes.add(cause)
         self._remember(tracked)
         return tracked
 
@@ -345,12 +400,36 @@ class _EventRecords:
         self.journal = journal
         self.state = journal.state
 
-    def add(self, event: Event) -> None:
-        """Make the records ``event`` means for the saga, in order."""
+    def add(self, event: Event, known_cause: bool = False) -> bool:
+        """Make the records ``event`` means for the saga, in order; False if it means none
+        (a forward event after compensation, for a saga already needing attention).
+
+        ``known_cause``: a recorded event names ``event`` as its cause, so it happened
+        before them and is recorded as it is even if the saga compensates by now."""
         role = self.choreography.role(event.type)
         assert role is not None
+        if not known_cause and self._forward(event, role) and _compensation_begun(self.state):
+            return self._late(event)
         self._step(event, role)
         self._ending(event, role)
+        return True
+
+    def _forward(self, event: Event, role: Role) -> bool:
+        """Whether ``event`` moves its saga forward: it reports a step started or done and
+        is none of the events that fail the saga or end it otherwise than completed."""
+        choreography = self.choreography
+        backward = choreography.fails | choreography.compensated | choreography.needs_attention
+        return role.outcome in _FORWARD and event.type not in backward
+
+    def _late(self, event: Event) -> bool:
+        """Flag the saga for a forward event heard after it began compensating, unless it
+        needs attention already (one flag: False, nothing recorded)."""
+        if self.state.status is SagaStatus.NEEDS_ATTENTION:
+            return False
+        reason = f"{LATE_REASON}: {event.type} {event.id} from {event.source}"
+        attention: Attention = {"reason": reason, "failed": self._not_undone()}
+        self._add(RecordType.SAGA_NEEDS_ATTENTION, event.time, None, 0, attention | _facts(event))
+        return True
 
     def _step(self, event: Event, role: Role) -> None:
         step = self.state.by_name[role.step]
@@ -384,7 +463,7 @@ class _EventRecords:
         if event.type in choreography.fails:
             self._compensating(event, _reason(event) or "failed")
         ended = self.state.status in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
-        if ended:
+        if ended or _flagged_late(self.state):  # a flagged saga is a person's to end
             return
         if event.type in choreography.completes:
             self._add(RecordType.SAGA_COMPLETED, at, None, 0, None)
@@ -413,16 +492,19 @@ class _EventRecords:
         reason = f"stuck: no event for {gap:.0f}s (max_gap {choreography.max_gap:g}s){heard}" + (
             f"; waiting for {' or '.join(waiting)}" if waiting else ""
         )
-        undone = []
-        if state.status is SagaStatus.COMPENSATING:
-            undone = [
-                s.name
-                for s in choreography.steps
-                if s.events(StepOutcome.COMPENSATED)
-                and state.by_name[s.name].status is StepStatus.SUCCEEDED
-            ]
+        undone = self._not_undone() if state.status is SagaStatus.COMPENSATING else []
         attention: Attention = {"reason": reason, "failed": undone}
         self._add(RecordType.SAGA_NEEDS_ATTENTION, now, None, 0, attention)
+
+    def _not_undone(self) -> list[str]:
+        """The steps done whose compensation (an event the choreography declares) has not
+        been heard: what a compensating saga still waits for."""
+        by_name = self.state.by_name
+        return [
+            s.name
+            for s in self.choreography.steps
+            if s.events(StepOutcome.COMPENSATED) and by_name[s.name].status is StepStatus.SUCCEEDED
+        ]
 
     def _expected(self) -> list[str]:
         """The event types that would move the saga on from where it is."""
@@ -468,11 +550,34 @@ def _facts(event: Event) -> dict[str, Any]:
 
 
 def _event_id(record: Record) -> str | None:
+    facts = _facts_of(record)
+    return None if facts is None else facts["event_id"]
+
+
+def _facts_of(record: Record) -> dict[str, Any] | None:
+    """The facts of the event behind ``record`` (see :func:`_facts`), or None if it has none."""
     if record.data is None or '"event_id"' not in record.data:
         return None
     data = decode(record.data)
-    value = data.get("event_id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None
+    if not isinstance(data, dict) or not isinstance(data.get("event_id"), str):
+        return None
+    return data
+
+
+def _compensation_begun(state: SagaState) -> bool:
+    """Whether the saga compensates, or did before it needed attention: past the point where
+    a forward event can be one of its steps."""
+    status = state.status
+    if status is SagaStatus.NEEDS_ATTENTION:
+        status = state.before_attention or SagaStatus.RUNNING
+    return status in (SagaStatus.COMPENSATING, SagaStatus.COMPENSATED)
+
+
+def _flagged_late(state: SagaState) -> bool:
+    """Whether the saga needs attention for a forward event heard after compensation."""
+    reason = state.reason
+    late = reason is not None and reason.startswith(LATE_REASON)
+    return late and state.status is SagaStatus.NEEDS_ATTENTION
 
 
 def _reason(event: Event) -> str:

@@ -71,7 +71,7 @@ SELECT o.correlation_id FROM sagakit_outbox o WHERE {HEADS_WHERE.format(now="?")
 ORDER BY o.id LIMIT ?"""
 
 _ROWS = """
-SELECT id, stream, correlation_id, event, refusals FROM sagakit_outbox
+SELECT id, stream, correlation_id, event, refusals, dead_at FROM sagakit_outbox
 WHERE sent_at IS NULL AND correlation_id IN (SELECT value FROM json_each(?))
 ORDER BY id"""
 
@@ -265,18 +265,21 @@ class SqliteDatabase:
             self._connection.close()
 
 
-Found = list[tuple[int, str, str, str, int]]
-"""Outbox rows as read: id, stream, correlation id, event text, refusals."""
+Found = list[tuple[int, str, str, str, int, float | None]]
+"""Outbox rows as read: id, stream, correlation id, event text, refusals, dead at."""
 
 
 def _read(found: Found) -> tuple[list[Pending], list[tuple[int, str, str]]]:
-    """The rows whose event parses, but none behind an unreadable row of its chain (they
-    wait for it), and the (id, correlation id, reason) of the unreadable ones."""
+    """The rows whose event parses, but none behind a dead or unreadable row of its chain
+    (they wait for it), and the (id, correlation id, reason) of the newly unreadable ones."""
     rows: list[Pending] = []
     dead: list[tuple[int, str, str]] = []
     blocked: set[str] = set()
-    for row_id, stream, correlation_id, data, refusals in found:
+    for row_id, stream, correlation_id, data, refusals, dead_at in found:
         if correlation_id in blocked:
+            continue
+        if dead_at is not None:
+            blocked.add(correlation_id)
             continue
         try:
             rows.append(Pending(row_id, stream, Event.parse(data), refusals))

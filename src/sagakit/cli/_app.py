@@ -14,11 +14,22 @@ from typing import Annotated
 
 import typer
 
-from sagakit.cli import _demo, _graph, _list, _operate, _show, _ui, _upgrade, _versions, _work
+from sagakit.cli import (
+    _demo,
+    _graph,
+    _list,
+    _operate,
+    _outbox,
+    _show,
+    _ui,
+    _upgrade,
+    _versions,
+    _work,
+)
 from sagakit.cli._common import app
 
 __all__ = ["app", "main"]
-_COMMANDS = (_demo, _graph, _list, _operate, _show, _ui, _upgrade, _versions, _work)
+_COMMANDS = (_demo, _graph, _list, _operate, _outbox, _show, _ui, _upgrade, _versions, _work)
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sagakit._graph import instance_graph
-from sagakit._timeline import Attempt, attempts, duration, local_time
+from sagakit._timeline import Attempt, attempts, duration, local_time, remaining
 from sagakit.dashboard._payloads import shown
-from sagakit.log import Record, RecordType, SagaState, SagaStatus, StepKind, StepStatus
+from sagakit.log import Record, RecordType, SagaState, StepStatus
 from sagakit.operations import SagaView
 from sagakit.orchestration import idempotency_key
 
@@ -266,7 +266,7 @@ def due_text(view: SagaView, now: float) -> str:
 def progress(state: SagaState) -> list[tuple[str, str]]:
     """What stands, what was undone, what could not be, and what is left."""
     steps, not_undone = state.steps, state.failed_compensations
-    label, left = _remaining(state)
+    label, left = remaining(state)
     lines = [
         ("done", [s.name for s in steps if s.status is StepStatus.SUCCEEDED]),
         ("undone", [s.name for s in steps if s.status is StepStatus.COMPENSATED]),
@@ -274,24 +274,6 @@ def progress(state: SagaState) -> list[tuple[str, str]]:
         (label, [name for name in left if name not in not_undone]),
     ]
     return [(title, ", ".join(names)) for title, names in lines if names]
-
-
-def _remaining(state: SagaState) -> tuple[str, list[str]]:
-    status = state.status
-    if status in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED):
-        return "", []
-    back = status is SagaStatus.COMPENSATING or (
-        status is SagaStatus.NEEDS_ATTENTION and state.before_attention is SagaStatus.COMPENSATING
-    )
-    if back:
-        undo = (StepStatus.COMPENSATING, StepStatus.COMPENSATION_FAILED)
-        return "to undo", [
-            s.name
-            for s in state.steps
-            if s.status in undo
-            or (s.status is StepStatus.SUCCEEDED and s.kind == StepKind.COMPENSATABLE)
-        ]
-    return "to do", [s.name for s in state.steps if s.status is not StepStatus.SUCCEEDED]
 
 
 def _step_row(step: Any) -> StepRow:

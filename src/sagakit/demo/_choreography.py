@@ -13,6 +13,9 @@ payments           ``StockReservationFailed``       refunds the card: ``PaymentR
 orders             ``PaymentRefunded``,             cancels the order: ``OrderCancelled``
                    ``PaymentDeclined``
 orders             ``ShipmentCreated``              marks the order completed
+payments,          ``OrderCancelled``               remember the order is cancelled
+inventory,
+shipping
 =================  ===============================  =========================================
 
 Every service owns a SQLite file (``<name>.db`` in one directory) with its tables, its
@@ -20,11 +23,20 @@ inbox and its outbox, so each can run as its own process. Events carry what the 
 service needs (the items, the address): no service reads another's database. No table has a
 UNIQUE constraint on ``order_id``, on purpose: an effect applied twice would show up as a
 second row, which :func:`audit` counts.
+
+Each service also keeps the orders it knows are cancelled (the orders service in its
+``orders`` table, the others in ``cancelled_orders``, written when they hear
+``OrderCancelled``, and by inventory and payments as soon as they fail or refund one): a
+semantic lock, in Richardson's terms. A forward event for such an order, as a producer that
+re-publishes an event outside its outbox sends (a new id, so the inbox cannot tell), is
+refused: acknowledged with a log line and nothing else, no effect and no event. Raising
+instead would only have it redelivered and dead-lettered.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import uuid
@@ -43,6 +55,7 @@ STREAM = "orders"
 """The stream all of the order saga's events travel on."""
 SERVICES = ("orders", "payments", "inventory", "shipping")
 """The services, by name: each is a consumer group and a database file ``<name>.db``."""
+logger = logging.getLogger("sagakit.demo")
 
 ORDER_CHOREOGRAPHY = Choreography(
     "order_choreography",
@@ -78,6 +91,7 @@ CREATE TABLE IF NOT EXISTS order_changes (
 );
 """
 PAYMENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cancelled_orders (order_id TEXT PRIMARY KEY, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS payments (
     id TEXT PRIMARY KEY, order_id TEXT NOT NULL, amount_cents INTEGER NOT NULL,
     refunded INTEGER NOT NULL DEFAULT 0
@@ -88,6 +102,7 @@ CREATE TABLE IF NOT EXISTS refunds (
 CREATE TABLE IF NOT EXISTS declined_cards (card TEXT PRIMARY KEY);
 """
 INVENTORY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cancelled_orders (order_id TEXT PRIMARY KEY, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS stock (
     sku TEXT PRIMARY KEY, on_hand INTEGER NOT NULL, reserved INTEGER NOT NULL DEFAULT 0
 );
@@ -96,6 +111,7 @@ CREATE TABLE IF NOT EXISTS reservations (
 );
 """
 SHIPPING_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cancelled_orders (order_id TEXT PRIMARY KEY, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS shipments (
     id TEXT PRIMARY KEY, order_id TEXT NOT NULL, address TEXT NOT NULL
 );
@@ -117,6 +133,40 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
+# --------------------------------------------------------------------------- the lock
+
+
+def _lock(tx: Transaction, order_id: str, reason: str) -> None:
+    """Remember that ``order_id`` is cancelled, so no later forward event acts on it."""
+    tx.db.execute(
+        "INSERT OR IGNORE INTO cancelled_orders (order_id, reason) VALUES (?, ?)",
+        (order_id, reason),
+    )
+
+
+def _remember_cancelled(event: Event, tx: Transaction) -> None:
+    """The ``OrderCancelled`` handler of every service but orders: take the lock."""
+    _lock(tx, str(event.data["order_id"]), str(event.data.get("reason") or "cancelled"))
+
+
+def _refused(service: str, event: Event, cancelled: bool) -> bool:
+    """Whether ``service`` refuses ``event``, a forward event for an order it knows is
+    cancelled (``cancelled``): it is logged, and the handler must record nothing else."""
+    if cancelled:
+        logger.warning(
+            "%s: refused %s %s from %s: order %s is cancelled",
+            *(service, event.type, event.id, event.source, event.data["order_id"]),
+        )
+    return cancelled
+
+
+def _locked(service: str, tx: Transaction, event: Event) -> bool:
+    """Whether ``service`` refuses ``event``: its order is in ``cancelled_orders``."""
+    order_id = str(event.data["order_id"])
+    row = tx.db.execute("SELECT 1 FROM cancelled_orders WHERE order_id = ?", (order_id,))
+    return _refused(service, event, row.fetchone() is not None)
+
+
 # --------------------------------------------------------------------------- orders
 
 
@@ -134,11 +184,19 @@ def order_service(
 
     @service.on("ShipmentCreated")
     def complete(event: Event, tx: Transaction) -> None:
-        _set_status(tx, str(event.data["order_id"]), "completed", None)
+        order_id = str(event.data["order_id"])
+        if _refused(service.name, event, _status(tx, order_id) == "cancelled"):
+            return
+        _set_status(tx, order_id, "completed", None)
 
     service.on("PaymentRefunded")(cancel)
     service.on("PaymentDeclined")(cancel)
     return service
+
+
+def _status(tx: Transaction, order_id: str) -> str | None:
+    row = tx.db.execute("SELECT status FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _set_status(tx: Transaction, order_id: str, status: str, reason: str | None) -> None:
@@ -178,6 +236,8 @@ def payment_service(
 
     @service.on("OrderCreated")
     def charge(event: Event, tx: Transaction) -> None:
+        if _locked(service.name, tx, event):
+            return
         order = event.data
         order_id, card, amount = order["order_id"], order["card"], int(order["total_cents"])
         if tx.db.execute("SELECT 1 FROM declined_cards WHERE card = ?", (card,)).fetchone():
@@ -207,7 +267,9 @@ def payment_service(
         )
         refunded = {"payment_id": payment_id, "refund_id": refund_id, "amount_cents": amount}
         tx.emit("PaymentRefunded", {"order_id": order_id, **refunded})
+        _lock(tx, order_id, f"refunded after {event.type}")
 
+    service.on("OrderCancelled")(_remember_cancelled)
     return service
 
 
@@ -228,6 +290,8 @@ def inventory_service(
 
     @service.on("PaymentCompleted")
     def reserve(event: Event, tx: Transaction) -> None:
+        if _locked(service.name, tx, event):
+            return
         order = event.data
         wanted: Counter[str] = Counter()
         for item in order["items"]:
@@ -237,6 +301,7 @@ def inventory_service(
             missing = ", ".join(f"{qty} {sku}" for sku, qty in short.items())
             reason = f"short of {missing}"
             tx.emit("StockReservationFailed", {"order_id": order["order_id"], "reason": reason})
+            _lock(tx, str(order["order_id"]), f"StockReservationFailed: {reason}")
             return
         for sku, qty in wanted.items():
             tx.db.execute("UPDATE stock SET reserved = reserved + ? WHERE sku = ?", (qty, sku))
@@ -248,6 +313,7 @@ def inventory_service(
         reserved = {"reservation_id": reservation_id, "address": order["address"]}
         tx.emit("StockReserved", {"order_id": order["order_id"], **reserved})
 
+    service.on("OrderCancelled")(_remember_cancelled)
     return service
 
 
@@ -277,6 +343,8 @@ def shipping_service(
 
     @service.on("StockReserved")
     def ship(event: Event, tx: Transaction) -> None:
+        if _locked(service.name, tx, event):
+            return
         order_id, address = str(event.data["order_id"]), str(event.data["address"])
         shipment_id = _new_id("shp")
         tx.db.execute(
@@ -285,6 +353,7 @@ def shipping_service(
         )
         tx.emit("ShipmentCreated", {"order_id": order_id, "shipment_id": shipment_id})
 
+    service.on("OrderCancelled")(_remember_cancelled)
     return service
 
 

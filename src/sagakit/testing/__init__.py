@@ -11,6 +11,7 @@ except ImportError as error:
     ) from error
 
 from sagakit.testing._broker_contract import GROUPS, BrokerContract, BrokerFactory, Recorder, events
+from sagakit.testing._local_database_contract import LocalDatabaseContract, LocalDatabaseFactory
 from sagakit.testing._store_contract import (
     SchedulingContract,
     StoreContract,
@@ -23,6 +24,8 @@ __all__ = [
     "GROUPS",
     "BrokerContract",
     "BrokerFactory",
+    "LocalDatabaseContract",
+    "LocalDatabaseFactory",
     "Recorder",
     "SchedulingContract",
     "StoreContract",
