@@ -286,3 +286,19 @@ async def test_deleting_a_stream_forgets_its_events_groups_and_dead_letters() ->
     with pytest.raises(BrokerNameError, match="group name"):
         await broker.delete_stream("orders", ["two words"])
     await broker.close()
+
+
+@pytest.mark.parametrize("size", [10, 700_000, 999_000, 3_000_000])
+def test_a_dead_letter_too_big_for_its_broker_keeps_the_start_of_the_message(size: int) -> None:
+    raw = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    letter = DeadLetter("s", "g", "malformed event: " + "e" * 10_000, 3, 1.5, raw)
+    limit = 1024 * 1024
+    fitted = letter.within(limit)
+    assert len(fitted.to_json()) <= limit
+    if len(letter.to_json()) <= limit:
+        assert fitted == letter
+        return
+    assert fitted.raw == raw[: len(fitted.raw)] and len(fitted.raw) > limit // 2
+    assert fitted.cut_from == size
+    assert f"of {size:,} bytes)" in fitted.error and len(fitted.error) < 4_200
+    assert DeadLetter.from_json(fitted.to_json()) == fitted

@@ -199,6 +199,7 @@ class Broker(ABC):
             max_attempts=max_attempts,
             poll=self.poll,
             backoff=self.retry.delay,
+            max_letter_bytes=self.max_event_bytes,
         )
         self._subscriptions.append(consumer)
         consumer.start()

@@ -92,8 +92,11 @@ class Consumer:
         max_attempts: int,
         poll: float,
         backoff: Callable[[int], float],
+        max_letter_bytes: int | None = None,
     ) -> None:
         self.stream = stream
+        self.max_letter_bytes = max_letter_bytes
+        """The largest dead letter the broker takes: a bigger one keeps an excerpt."""
         self.group = group
         self.max_attempts = max_attempts
         self._receiver = receiver
@@ -227,6 +230,8 @@ class Consumer:
         letter = DeadLetter(
             self.stream, self.group, error, message.attempt, time.time(), message.data
         )
+        if self.max_letter_bytes is not None:
+            letter = letter.within(self.max_letter_bytes)
         await self._receiver.bury(message, letter)
 
     def _abandoned(self, attempt: int) -> str:

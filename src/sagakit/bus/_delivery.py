@@ -7,6 +7,7 @@ These values cross the :class:`~sagakit.bus.Broker` seam both ways: a handler re
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +32,19 @@ Handler = Callable[[Delivery], Awaitable[None]]
 """What a subscription calls for each event; returning acknowledges it, raising retries it."""
 
 
+ERROR_EXCERPT = 4096
+"""Characters of the error a dead letter cut to fit its broker keeps."""
+LETTER_ROOM = 256
+"""Bytes kept free in a cut dead letter for the note saying it was cut, and escaping."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A message given up on: the original bytes and why.
 
     ``attempts`` is how many times it was delivered (0 if the broker dropped it unseen).
+    ``cut_from`` is the original message's size when ``raw`` is only its start (see
+    :meth:`within`), else 0.
     """
 
     stream: str
@@ -44,6 +53,21 @@ class DeadLetter:
     attempts: int
     time: float
     raw: bytes
+    cut_from: int = 0
+
+    def within(self, limit: int) -> DeadLetter:
+        """This letter, or one keeping only the start of ``raw`` if its JSON is over
+        ``limit`` bytes: base64 makes a letter a third bigger than its message, so a
+        message near the broker's limit could never be dead-lettered whole, and would be
+        redelivered for ever."""
+        size = len(self.to_json())
+        if size <= limit:
+            return self
+        error = self.error[:ERROR_EXCERPT]
+        rest = size - _b64_len(len(self.raw)) - len(self.error) + len(error) + LETTER_ROOM
+        room = max(0, (limit - rest) // 4 * 3)
+        note = f"{error} (raw: its first {room:,} of {len(self.raw):,} bytes)"
+        return dataclasses.replace(self, error=note, raw=self.raw[:room], cut_from=len(self.raw))
 
     @property
     def event(self) -> Event | None:
@@ -63,6 +87,8 @@ class DeadLetter:
             "time": self.time,
             "raw": base64.b64encode(self.raw).decode(),
         }
+        if self.cut_from:
+            fields["cut_from"] = self.cut_from
         return encode(fields).encode()
 
     @classmethod
@@ -81,7 +107,12 @@ class DeadLetter:
                 attempts=int(obj["attempts"]),
                 time=float(obj["time"]),
                 raw=base64.b64decode(obj["raw"], validate=True),
+                cut_from=int(obj.get("cut_from", 0)),
             )
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raw = data.encode() if isinstance(data, str) else data
             return cls("", "", f"not a sagakit dead letter ({exc!r})", 0, 0.0, raw)
+
+
+def _b64_len(size: int) -> int:
+    return (size + 2) // 3 * 4

@@ -241,6 +241,24 @@ class BrokerContract:
         assert "UTF-8" in by_raw[b"\xff\xfe"].error
         assert all(letter.event is None and letter.attempts == 1 for letter in letters)
 
+    async def test_a_malformed_message_near_the_limit_is_dead_lettered_with_its_start(
+        self, broker: Broker, stream: str
+    ) -> None:
+        """In base64 a dead letter is a third bigger than its message: one of nearly the
+        broker's size could never be stored whole, so it keeps an excerpt and the reason
+        (before, it was redelivered for ever)."""
+        seen = Recorder()
+        await broker.subscribe(stream, "alpha", seen)
+        (good,) = events(1)
+        huge = b"not json " + b"x" * (broker.max_event_bytes * 9 // 10)
+        await self.publish_raw(broker, stream, huge)
+        await broker.publish(stream, good)
+        await seen.wait_for(lambda: good.id in seen.ids(), "the event after it")
+        (letter,) = await broker.dead_letters(stream)
+        assert letter.cut_from == len(huge) and huge.startswith(letter.raw)
+        assert len(letter.raw) > len(huge) // 2 and "not JSON" in letter.error
+        assert f"of {len(huge):,} bytes)" in letter.error
+
     async def test_another_cloudevents_specversion_is_dead_lettered_saying_which_is_read(
         self, broker: Broker, stream: str
     ) -> None:
