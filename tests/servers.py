@@ -42,3 +42,14 @@ def reachable(name: str) -> str | None:
             return None
     except OSError as error:
         return f"{name} is not reachable at {address[0]}:{address[1]}: {error}"
+
+
+async def drop_schema(name: str) -> None:
+    """Drop the PostgreSQL schema a test made (if it made one), with all it holds."""
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()

@@ -19,7 +19,7 @@ from sagakit.choreography import LocalDatabase, OutboxTransaction
 from sagakit.choreography.postgres import PostgresDatabase
 from sagakit.errors import LocalDatabaseError
 from sagakit.testing import LocalDatabaseContract, LocalDatabaseFactory
-from servers import POSTGRES
+from servers import POSTGRES, drop_schema
 
 pytestmark = pytest.mark.postgres
 
@@ -31,11 +31,7 @@ async def schema() -> AsyncIterator[str]:
     """A fresh schema name; the schema (if anything made it) is dropped afterwards."""
     name = f"sagakit_outbox_test_{uuid.uuid4().hex[:12]}"
     yield name
-    conn = await asyncpg.connect(POSTGRES)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
+    await drop_schema(name)
 
 
 @pytest.fixture

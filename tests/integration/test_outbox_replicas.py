@@ -15,7 +15,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import pytest
 from redis.asyncio import Redis
 
@@ -23,7 +22,7 @@ from sagakit.bus import Event, open_broker
 from sagakit.bus.redis_streams import EVENT_FIELD, dead_key, stream_key
 from sagakit.choreography import Relay
 from sagakit.choreography.postgres import PostgresDatabase
-from servers import POSTGRES, REDIS
+from servers import POSTGRES, REDIS, drop_schema
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -40,11 +39,7 @@ WAIT = 120.0
 async def schema() -> AsyncIterator[str]:
     name = f"replicas_{uuid.uuid4().hex[:12]}"
     yield name
-    conn = await asyncpg.connect(POSTGRES)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
+    await drop_schema(name)
 
 
 @pytest.fixture

@@ -39,13 +39,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 try:
     import asyncpg
@@ -56,32 +54,19 @@ except ImportError as error:  # a clear hint rather than the bare module name
     ) from error
 
 from sagakit._retry import RECONNECT
-from sagakit._urls import redact
 from sagakit.bus import Event
 from sagakit.bus._broker import check_name
 from sagakit.choreography._logging import logger
 from sagakit.choreography._outbox import HEADS_WHERE, OutboxDeadLetter, Pending, unreadable
-from sagakit.errors import LocalDatabaseError, MalformedEventError
+from sagakit.errors import InvalidStoreURLError, LocalDatabaseError, MalformedEventError
+from sagakit.store._postgres_url import DRIVER_ERRORS
+from sagakit.store._postgres_url import Settings as LogSettings
 
 __all__ = ["PostgresDatabase"]
 
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 """A connection of the pool (what ``tx.db`` is) or of its own (the listener's)."""
 
-DEFAULT_POOL = 10
-DEFAULT_TIMEOUT = 10.0
-"""Seconds a statement may take unless the URL says ``?timeout=``: sagakit's statements
-take milliseconds, so only a frozen or cut-off server reaches it."""
-
-DRIVER_ERRORS = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,
-    OSError,  # TimeoutError included
-)
-
-_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_OURS = ("schema", "pool", "timeout")
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS sagakit_outbox (
@@ -193,24 +178,13 @@ class Settings:
 
     @classmethod
     def parse(cls, url: str) -> Settings:
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgresql", "postgres"):
-            raise LocalDatabaseError(f"not a PostgreSQL URL: {redact(url)!r}")
+        """The URL read by the saga log's rules (one set of them for every PostgreSQL URL
+        sagakit takes), its mistakes told as this database's."""
         try:
-            parts.port  # noqa: B018  (urlsplit checks the port only when asked for it)
-        except ValueError as error:
-            raise LocalDatabaseError(f"invalid port in {redact(url)!r}: {error}") from None
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        ours = dict(query)
-        schema = ours.get("schema", "public")
-        if not _SCHEMA_NAME.fullmatch(schema):
-            raise LocalDatabaseError(f"invalid schema name {schema!r}: use letters, digits and _")
-        pool = ours.get("pool", str(DEFAULT_POOL))
-        if not pool.isdigit() or int(pool) < 1:
-            raise LocalDatabaseError(f"invalid pool size {pool!r}: use ?pool=N with N >= 1")
-        dsn = urlunsplit(parts._replace(query=urlencode([q for q in query if q[0] not in _OURS])))
-        timeout = _timeout(ours.get("timeout", str(DEFAULT_TIMEOUT)))
-        return cls(dsn, schema, int(pool), timeout, redact(url), parts.password)
+            log = LogSettings.parse(url)
+        except InvalidStoreURLError as error:
+            raise LocalDatabaseError(str(error)) from None
+        return cls(log.dsn, log.schema, log.pool, log.timeout, log.display, log.password)
 
     @property
     def server_settings(self) -> dict[str, str]:
@@ -243,16 +217,6 @@ class Settings:
             yield
         except DRIVER_ERRORS as error:
             raise self.error(error) from error
-
-
-def _timeout(text: str) -> float | None:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise LocalDatabaseError(f"invalid timeout {text!r}: use ?timeout=SECONDS (0: no limit)")
-    return seconds or None
 
 
 def _count(status: str) -> int:
