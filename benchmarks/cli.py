@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import pg_query, pg_report, postgres, report, telemetry
+from benchmarks import pg_baseline, pg_query, pg_report, postgres, report, telemetry
 from benchmarks.suite import FULL, QUICK, run_suite
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -30,8 +30,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=["queries", "telemetry"],
+        choices=["postgres", "queries", "telemetry"],
         help="run one section and replace only it in the existing report",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run the PostgreSQL fleet with this git ref's sagakit, in the same run",
     )
     return parser.parse_args(argv)
 
@@ -48,10 +53,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only == "telemetry":
         section = telemetry.markdown(telemetry.main(args.quick))
         return _replace_section(section, telemetry.TITLE, output)
+    try:
+        baseline = None if args.baseline is None else pg_baseline.check_out(args.baseline)
+    except pg_baseline.BaselineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.only == "postgres":
+        on_postgres = _on_postgres(args.quick, baseline)
+        pg_report.print_section(on_postgres)
+        _replace_section(pg_report.markdown(on_postgres), pg_report.TITLE, output)
+        return 0 if on_postgres.ok else 1
     results = asyncio.run(run_suite(QUICK if args.quick else FULL))
     # The PostgreSQL scenarios run their own worker processes, after the in-process suite.
-    pg_settings = postgres.QUICK if args.quick else postgres.FULL
-    on_postgres = asyncio.run(postgres.run_postgres(pg_settings))
+    on_postgres = _on_postgres(args.quick, baseline)
     queries = asyncio.run(pg_query.run_queries(args.quick))
     traced = telemetry.main(args.quick)
     report.print_table(results)
@@ -66,6 +80,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("FAILED: some sagas did not complete or are missing from the log", file=sys.stderr)
         return 1
     return 0
+
+
+def _on_postgres(quick: bool, baseline: pg_baseline.Baseline | None) -> postgres.PgResults:
+    settings = postgres.QUICK if quick else postgres.FULL
+    if baseline is None:
+        return asyncio.run(postgres.run_postgres(settings))
+
+    async def beside(
+        url: str, workers: int, concurrency: int, path: postgres.SagaPath
+    ) -> postgres.Throughput:
+        return await pg_baseline.baseline_throughput(
+            baseline, url, quick, workers, concurrency, path
+        )
+
+    named = f"{baseline.ref} ({baseline.short})"
+    return asyncio.run(postgres.run_postgres(settings, beside, named))
 
 
 def _queries_only(quick: bool, output: Path) -> int:

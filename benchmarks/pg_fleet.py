@@ -74,7 +74,10 @@ class Fleet:
         # Kept open until stop() reads it for a failure message; the ExitStack closes it.
         stderr = self._files.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
         self._stderr.append(stderr)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}  # benchmarks/ is beside src/, not installed
+        # benchmarks/ is beside src/, not installed; a path set before it (a baseline's
+        # src/, see benchmarks.pg_baseline) stays in front, so the workers run that sagakit.
+        inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([*inherited, str(ROOT)])}
         args = ["--db", self.url, "--concurrency", str(self.concurrency), "--poll", str(self.poll)]
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

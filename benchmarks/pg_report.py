@@ -40,10 +40,19 @@ THROUGHPUT_COLUMNS = (
     f"{TIMES} DBOS on PostgreSQL (same mode)",
     f"{TIMES} single-row ceiling",
     "Starting took (s)",
-    "CPU ms/saga: workers / PostgreSQL / bench",
+    "CPU ms/saga: workers / PostgreSQL / bench = all",
     "Cores busy",
     "Final status",
     "Whole in log",
+)
+BASELINE_COLUMNS = (
+    f"Workers {TIMES} concurrency",
+    "Path",
+    "Baseline sagas/s (median)",
+    "This code sagas/s (median)",
+    f"{TIMES} baseline",
+    "Baseline CPU ms/saga: workers / PostgreSQL / bench = all",
+    "This code CPU ms/saga",
 )
 DBOS_COLUMNS = (
     "Database",
@@ -180,14 +189,7 @@ def throughput_rows(results: PgResults) -> list[tuple[str, ...]]:
     for t in results.throughput:
         m = t.measurement
         cpu = t.median_cpu
-        per_saga = "—"
-        busy = "—"
-        if cpu is not None and m.ok:
-            sagas = m.runs[0].sagas
-            per_saga = " / ".join(
-                f"{1000 * seconds / sagas:.2f}" for seconds in (cpu.workers, cpu.server, cpu.bench)
-            )
-            busy = f"{cpu.busy:.0%}"
+        busy = "—" if cpu is None or not m.ok else f"{cpu.busy:.0%}"
         dbos = dbos_ratio(results, t)
         ceiling = ceiling_ratio(results, t)
         rows.append(
@@ -200,13 +202,58 @@ def throughput_rows(results: PgResults) -> list[tuple[str, ...]]:
                 "—" if dbos is None else f"{dbos:,.1f}{TIMES}",
                 "—" if ceiling is None else f"{ceiling:.2f}{TIMES} ({t.connections} conn.)",
                 ", ".join(f"{s:.2f}" for s in t.start_seconds) or "—",
-                per_saga,
+                cpu_per_saga(t),
                 busy,
                 f"{m.completed:,}/{m.sagas:,} {EXPECTED[t.path].status}",
                 f"{m.logged or 0:,}/{m.sagas:,}",
             )
         )
     return rows
+
+
+def cpu_per_saga(t: Throughput) -> str:
+    """Milliseconds of CPU per saga in the median run: workers / server / bench = all."""
+    cpu = t.median_cpu
+    if cpu is None or not t.measurement.ok:
+        return "—"
+    sagas = t.measurement.runs[0].sagas
+    parts = (cpu.workers, cpu.server, cpu.bench)
+    split = " / ".join(f"{1000 * seconds / sagas:.2f}" for seconds in parts)
+    return f"{split} = {1000 * sum(parts) / sagas:.2f}"
+
+
+def baseline_rows(results: PgResults) -> list[tuple[str, ...]]:
+    """Each baseline fleet beside the same fleet of this code, measured right before it."""
+    rows: list[tuple[str, ...]] = []
+    for old in results.baseline_throughput:
+        new = next(
+            (
+                t
+                for t in results.throughput
+                if (t.workers, t.concurrency, t.path) == (old.workers, old.concurrency, old.path)
+            ),
+            None,
+        )
+        if new is None:
+            continue
+        both = old.ok and new.ok
+        ratio = new.measurement.median / old.measurement.median if both else math.nan
+        rows.append(
+            (
+                new.name,
+                str(new.path),
+                _rate(old),
+                _rate(new),
+                f"{ratio:.2f}{TIMES}" if both else "—",
+                cpu_per_saga(old),
+                cpu_per_saga(new),
+            )
+        )
+    return rows
+
+
+def _rate(t: Throughput) -> str:
+    return f"{t.measurement.median:,.0f}" if t.ok else f"FAILED: {'; '.join(t.problems)[:200]}"
 
 
 def dbos_rows(results: PgResults) -> list[tuple[str, ...]]:
@@ -374,6 +421,11 @@ def _tables(
 ) -> list[tuple[str, tuple[str, ...], list[tuple[str, ...]]]]:
     tables = [
         ("Throughput (sagas per second)", THROUGHPUT_COLUMNS, throughput_rows(results)),
+        (
+            f"Against the baseline {results.baseline}, same run",
+            BASELINE_COLUMNS,
+            baseline_rows(results),
+        ),
         ("DBOS baseline (same saga)", DBOS_COLUMNS, dbos_rows(results)),
         ("Latency, one saga at a time", LATENCY_COLUMNS, latency_rows(results)),
         ("Database ceilings", CEILING_COLUMNS, ceiling_rows(results)),

@@ -22,6 +22,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -96,6 +97,9 @@ class PgSettings:
     dbos: bool = True
     dbos_width: int = 50
     dbos_target_seconds: float = 2.0
+    baseline_fleets: tuple[tuple[int, int], ...] = ((4, 64),)
+    """The fleets (workers, concurrency) also measured with a baseline ref's sagakit, when
+    ``--baseline`` names one: the figure the throughput targets speak of."""
 
     def warmup(self, workers: int, concurrency: int) -> int:
         return min(400, workers * max(20, self.warmup_per_slot * concurrency))
@@ -114,6 +118,7 @@ QUICK = PgSettings(
     ceiling_seconds=0.05,
     dbos=False,
     dbos_target_seconds=0.05,
+    baseline_fleets=((1, 64),),
 )
 
 
@@ -203,6 +208,9 @@ class PgResults:
     latency: list[Latency] = field(default_factory=list)
     throughput: list[Throughput] = field(default_factory=list)
     dbos: list[DbosResult] = field(default_factory=list)
+    baseline: str | None = None
+    """The ref (and commit) whose sagakit ran the :attr:`baseline_throughput` fleets."""
+    baseline_throughput: list[Throughput] = field(default_factory=list)
     error: str | None = None
     """Why nothing could be measured (no server), if so."""
     load: tuple[float, ...] = ()
@@ -215,6 +223,7 @@ class PgResults:
             and (self.ceilings is None or self.ceilings.ok)
             and all(latency.ok for latency in self.latency)
             and all(throughput.ok for throughput in self.throughput)
+            and all(throughput.ok for throughput in self.baseline_throughput)
             and all(dbos.ok for dbos in self.dbos)
         )
 
@@ -233,10 +242,22 @@ _WHOLE_SQL = """SELECT count(*) FROM (
 ) AS whole"""
 
 
-async def run_postgres(settings: PgSettings) -> PgResults:
-    """Every PostgreSQL scenario, then DBOS on the same server and on SQLite."""
+Beside = Callable[[str, int, int, SagaPath], Awaitable[Throughput]]
+"""Runs a fleet scenario with another ref's sagakit (:mod:`benchmarks.pg_baseline`)."""
+
+
+async def run_postgres(
+    settings: PgSettings, beside: Beside | None = None, baseline: str | None = None
+) -> PgResults:
+    """Every PostgreSQL scenario, then DBOS on the same server and on SQLite.
+
+    With ``beside``, each fleet of :attr:`PgSettings.baseline_fleets` runs right after the
+    same fleet of this code, with the ``baseline`` ref's sagakit, so the two see the same
+    machine state.
+    """
     url = server_url()
-    results = PgResults(settings, url, load=os.getloadavg() if hasattr(os, "getloadavg") else ())
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ()
+    results = PgResults(settings, url, baseline=baseline, load=load)
     try:
         results.facts = await server_facts(url)
     except Exception as error:  # no server, refused, bad URL: say so in the report
@@ -256,6 +277,10 @@ async def run_postgres(settings: PgSettings) -> PgResults:
                 results.throughput.append(
                     await throughput(url, settings, workers, concurrency, path)
                 )
+                if beside is not None and (workers, concurrency) in settings.baseline_fleets:
+                    _progress(f"the same with {baseline}'s sagakit")
+                    ran = await beside(url, workers, concurrency, path)
+                    results.baseline_throughput.append(ran)
     if settings.dbos:
         results.dbos = await run_dbos(
             url, settings.dbos_width, settings.dbos_target_seconds, settings.repetitions
