@@ -223,17 +223,19 @@ async def test_a_lost_listener_wakes_its_waiters_and_is_replaced(
         await writer.close()
 
 
-async def test_a_running_append_of_another_store_does_not_notify(
+async def test_only_a_watched_status_change_notifies(
     url: str, admin: asyncpg.Connection[asyncpg.Record]
 ) -> None:
-    """The hot path stays cheap: an append that keeps the status sends no NOTIFY.
+    """The hot path stays cheap: a NOTIFY (a lock on the whole database at commit) is sent
+    only for a status change of an instance some store watches; an append that keeps the
+    status sends none, even for a watched instance, and nor does a change nobody watches.
 
     Another store's waiter hears of a change only by a NOTIFY, so the test listens itself.
-    A status change committed after the append notifies; notifications arrive in commit
-    order, so once that one is heard, one for the append would have been heard before it.
+    The watched status change is committed last; notifications arrive in commit order, so
+    once that one is heard, any for the others would have been heard before it.
     """
-    writer = await open_store(url)
-    quiet, loud = uuid.uuid4().hex, uuid.uuid4().hex  # the channel is database-wide
+    writer, watcher = await open_store(url), await open_store(url)
+    quiet, unwatched, loud = (uuid.uuid4().hex for _ in range(3))  # the channel is shared
     heard: list[object] = []
     loud_heard = asyncio.Event()
 
@@ -243,16 +245,20 @@ async def test_a_running_append_of_another_store_does_not_notify(
             loud_heard.set()
 
     try:
-        for saga_id in (quiet, loud):
+        for saga_id in (quiet, unwatched, loud):
             await writer.create(instance(saga_id), [started()])
         await admin.add_listener(CHANNEL, hear)
-        await writer.append(quiet, [step_record(1)], SagaStatus.RUNNING)
-        await writer.append(loud, [step_record(1)], SagaStatus.COMPENSATING)
-        async with asyncio.timeout(10):
-            await loud_heard.wait()
-        assert quiet not in heard
+        async with watcher.watch(quiet), watcher.watch(loud):
+            await writer.append(quiet, [step_record(1)], SagaStatus.RUNNING)
+            await writer.append(unwatched, [step_record(1)], SagaStatus.COMPENSATING)
+            await writer.append(loud, [step_record(1)], SagaStatus.COMPENSATING)
+            async with asyncio.timeout(10):
+                await loud_heard.wait()
+        assert heard == [loud]
+        assert await admin.fetchval("SELECT count(*) FROM sagakit_watched") == 0
     finally:
         await writer.close()
+        await watcher.close()
 
 
 async def test_workers_hear_of_new_work_but_not_of_every_status_change(url: str) -> None:
@@ -389,3 +395,30 @@ async def test_a_missing_driver_says_what_to_install(monkeypatch: pytest.MonkeyP
     monkeypatch.delitem(sys.modules, "sagakit.store.postgres")
     with pytest.raises(StoreError, match=r"pip install 'sagakit\[postgres\]'"):
         await open_store(f"{SERVER}?schema=unused")
+
+
+async def test_an_append_that_keeps_the_status_writes_only_log_rows(
+    url: str, admin: asyncpg.Connection[asyncpg.Record]
+) -> None:
+    """The log is appended, not updated: a step's records in a running saga leave the
+    instance's row as it was (same tuple version), and its ``updated_at`` is still read as
+    the newest record's time; a status change rewrites the row."""
+    store = await open_store(url)
+    version = "SELECT xmin::text FROM sagas WHERE id = 'kept'"
+    try:
+        await store.create(instance("kept"), [started()])
+        await store.append("kept", [step_record(1)], SagaStatus.RUNNING)
+        before = await admin.fetchval(version)
+        last = step_record(2)
+        await store.append("kept", [last], SagaStatus.RUNNING)
+        assert await admin.fetchval(version) == before
+        loaded = await store.load("kept")
+        assert loaded is not None and loaded.instance.updated_at == pytest.approx(last.at)
+        (listed,) = await store.instances()
+        assert listed.updated_at == pytest.approx(last.at)
+        await store.append(
+            "kept", [step_record(3, RecordType.SAGA_COMPLETED)], SagaStatus.COMPLETED
+        )
+        assert await admin.fetchval(version) != before
+    finally:
+        await store.close()

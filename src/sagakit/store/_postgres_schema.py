@@ -20,7 +20,16 @@ _Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asy
 _UNFINISHED = "('pending', 'running', 'compensating')"
 
 CHANNEL = "sagakit_changes"
-"""The NOTIFY channel of instance changes; the payload is the id of the instance."""
+"""The NOTIFY channel of instance changes; the payload is the id of the instance.
+
+A status change is announced only for an instance somebody watches (a row in
+``sagakit_watched``): a NOTIFY takes a database-wide lock at commit, which made every
+batch of every worker commit in turn. The store's write calls ``sagakit_notify_watched``
+once the statement has locked the rows it changed, and that function, being volatile,
+reads ``sagakit_watched`` with a snapshot taken then; a watcher registers and locks the
+instance's row ``FOR SHARE`` in one statement. So either the writer sees the
+registration and notifies, or the registration had to wait for the writer's commit, and
+the watcher's next read sees the change."""
 WORK_CHANNEL = "sagakit_work"
 """The NOTIFY channel of new due work (payload ``ANY_INSTANCE``). Idle workers listen on this
 one alone: on the shared channel every worker process was woken by every status change of
@@ -113,6 +122,29 @@ MIGRATIONS: _sql.Migrations = (
             started_at double precision NOT NULL,
             seen_at double precision NOT NULL
         )""",
+    ),
+    (  # the hot path appends log rows only: no trigger per row, no list-only index to keep
+        "DROP TRIGGER sagas_status_changed ON sagas",
+        "DROP FUNCTION sagakit_status_changed()",
+        "DROP INDEX sagas_by_status",
+        "CREATE INDEX sagas_needing_attention ON sagas (created_at, id)"
+        " WHERE status = 'needs_attention'",
+        """CREATE TABLE sagakit_watched (
+            saga_id text NOT NULL,
+            watcher text NOT NULL,
+            since double precision NOT NULL,
+            PRIMARY KEY (saga_id, watcher)
+        )""",
+        f"""CREATE FUNCTION sagakit_notify_watched(changed text[]) RETURNS bigint
+        LANGUAGE plpgsql VOLATILE AS $$
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM sagakit_watched) THEN
+                RETURN 0;
+            END IF;
+            RETURN (SELECT count(pg_notify('{CHANNEL}', w.saga_id)) FROM (
+                SELECT DISTINCT saga_id FROM sagakit_watched WHERE saga_id = ANY(changed)
+            ) AS w);
+        END $$""",
     ),
 )
 """Forward-only schema migrations; the schema version is how many have been applied."""

@@ -77,6 +77,12 @@ def settle(batch: Sequence[Queued], outcomes: Sequence[Settled]) -> None:
 class Dialect(Protocol):
     """How a database spells what :func:`where` builds: placeholders and JSON fields."""
 
+    @property
+    def updated(self) -> str:
+        """SQL for when an instance last changed (its ``updated_at`` column, or an
+        expression where the row is not rewritten at every append)."""
+        ...
+
     def mark(self, n: int) -> str:
         """The ``n``-th parameter's placeholder (from 1)."""
         ...
@@ -132,8 +138,8 @@ def where(
     for column, operator, bound in (
         ("created_at", ">", rows.created_after),
         ("created_at", "<", rows.created_before),
-        ("updated_at", ">", rows.updated_after),
-        ("updated_at", "<", rows.updated_before),
+        (dialect.updated, ">", rows.updated_after),
+        (dialect.updated, "<", rows.updated_before),
         ("due_at", "<=", rows.due_before),
     ):
         if bound is not None:

@@ -13,11 +13,12 @@ Leases and due times are compared with the *database's* clock, so workers on mac
 clocks drift apart still agree on when a lease has lapsed.
 
 ``watch`` listens on one dedicated connection, opened at the first watch, on the channels
-someone watches: ``sagakit_changes`` for one instance (a status change, by a trigger on
-``sagas``, a message and a release notify in the same transaction; plain ``running``
-appends, the hot path, do not, and wake only this store's own watches) and ``sagakit_work``
-for new due work (what idle workers wait for). Entering a watch returns once the server
-listens on its channel, so whatever commits after that is heard.
+someone watches: ``sagakit_changes`` for one instance (a status change of an instance
+that some store watches, announced by the writing statement; a message and a release
+notify in the same transaction; plain ``running`` appends, the hot path, do not, and wake
+only this store's own watches) and ``sagakit_work`` for new due work (what idle workers
+wait for). Entering a watch returns once the server listens on its channel and the
+instance is registered as watched, so whatever commits after that is heard.
 
 A restart of the server leaves the store's connections dead. A call that finds its
 connection so is made once more on a new one where that cannot apply twice
@@ -57,6 +58,7 @@ from sagakit.store._postgres_schema import (
     migrate_on,
 )
 from sagakit.store._postgres_url import DRIVER_ERRORS, Settings
+from sagakit.store._postgres_watched import WatchedSagas
 from sagakit.store._watchers import Watchers
 
 __all__ = ["MAX_BATCH", "SCHEMA_VERSION", "PostgresStore", "migrate"]
@@ -70,12 +72,30 @@ MAX_BATCH = 250
 """Writes committed together at most. One statement runs on one server core, so past a
 few hundred writes it is faster to let another flusher commit the rest side by side."""
 
+_PLANNED_EACH_TIME = {"plan_cache_mode": "force_custom_plan"}
+"""For the writers' and the listener's connections. A batch's plan must fit the table as
+it is now: a generic plan made while the table was small (or never analysed) scans the
+whole table to find a batch's rows, and kept doing so as it grew (0.3 to 0.8 ms a saga).
+Planning the batch statement each time costs a few microseconds a saga."""
+
 _UNFINISHED = "('pending', 'running', 'compensating')"
 _NOW = "extract(epoch FROM now())::float8"
 
 
+_ROW = "id, name, version, status, created_at, updated_at, due_at, lease_owner, lease_expires"
+_UPDATED = (
+    "greatest(sagas.updated_at, (SELECT l.at FROM saga_log AS l"
+    " WHERE l.saga_id = sagas.id ORDER BY l.seq DESC LIMIT 1))"
+)
+"""When an instance last changed: its newest record's time (the row's ``updated_at`` moves
+only with the status); one step down the log's primary key."""
+_LISTED_ROW = _ROW.replace("updated_at", f"{_UPDATED} AS updated_at")
+
+
 class _Postgres:
     """PostgreSQL's spelling of a filter: ``$n`` placeholders, ``jsonb`` paths."""
+
+    updated = _UPDATED
 
     def mark(self, n: int) -> str:
         return f"${n}"
@@ -117,8 +137,6 @@ def _nested(path: tuple[str, ...], values: list[object]) -> Iterator[object]:
 _DIALECT = _Postgres()
 
 
-_ROW = "id, name, version, status, created_at, updated_at, due_at, lease_owner, lease_expires"
-
 _WRITE = f"""
 WITH created AS (
     INSERT INTO sagas ({_ROW})
@@ -133,21 +151,30 @@ WITH created AS (
         lease_expires = CASE WHEN u.terminal THEN NULL ELSE s.lease_expires END
     FROM unnest($10::text[], $11::text[], $12::float8[], $13::boolean[])
         AS u (id, status, at, terminal)
-    WHERE s.id = u.id
+    WHERE s.id = u.id AND s.status <> u.status
     RETURNING s.id
+), known AS (
+    SELECT id FROM sagas WHERE id = ANY($10::text[])
 ), logged AS (
     INSERT INTO saga_log (saga_id, seq, type, at, step, attempt, data)
     SELECT * FROM unnest($14::text[], $15::integer[], $16::text[], $17::float8[],
                          $18::text[], $19::integer[], $20::text[])
         AS l (saga_id, seq, type, at, step, attempt, data)
-    WHERE l.saga_id IN (SELECT id FROM created UNION ALL SELECT id FROM updated)
+    WHERE l.saga_id IN (SELECT id FROM created UNION ALL SELECT id FROM known)
 )
-SELECT array(SELECT id FROM created), array(SELECT id FROM updated)
+SELECT array(SELECT id FROM created), array(SELECT id FROM known),
+    sagakit_notify_watched(array(SELECT id FROM updated))
 """
 """Every create and append of a batch in one statement: one round trip, one commit.
 
+Most appends only add log rows: the instance row changes when the status does (and then
+``updated_at`` with it), so a step's records in a ``running`` saga rewrite no row and no
+index entry. Its ``updated_at`` is read from the log instead (:data:`_UPDATED`). Status
+changes are announced for the watched instances only, by ``sagakit_notify_watched``
+(:data:`~sagakit.store._postgres_schema.CHANNEL` says why).
+
 A create whose id exists inserts nothing (``ON CONFLICT DO NOTHING``) and an append to an
-unknown id updates nothing; their log rows are filtered out, and the two id arrays tell
+unknown id finds no row; their log rows are filtered out, and the two id arrays tell
 which writes took effect. A taken ``(saga_id, seq)`` fails the whole statement.
 """
 
@@ -295,6 +322,7 @@ class PostgresStore:
         self._channels: set[str] = set()
         """The channels ``_listener`` listens on."""
         self._listener_lock = asyncio.Lock()
+        self._watched = WatchedSagas(self._pool, settings)
         self._closed = False
 
     @classmethod
@@ -367,7 +395,7 @@ class PostgresStore:
     ) -> list[Instance]:
         where, params = _sql.where(rows, after, _DIALECT)
         cap = "" if limit is None else f"LIMIT {limit:d}"
-        sql = f"SELECT {_ROW} FROM sagas {where} {_sql.NEWEST_FIRST} {cap}"
+        sql = f"SELECT {_LISTED_ROW} FROM sagas {where} {_sql.NEWEST_FIRST} {cap}"
         with self._settings.translated():
             found = await self._pool.fetch(sql, *params)
         return [_sql.instance_of(tuple(row)) for row in found]
@@ -380,7 +408,9 @@ class PostgresStore:
         return sorted(Count(row[0], row[1], SagaStatus(row[2]), row[3]) for row in found)
 
     async def unfinished(self) -> list[Instance]:
-        sql = f"SELECT {_ROW} FROM sagas WHERE status IN {_UNFINISHED} ORDER BY created_at, id"
+        sql = (
+            f"SELECT {_LISTED_ROW} FROM sagas WHERE status IN {_UNFINISHED} ORDER BY created_at, id"
+        )
         with self._settings.translated():
             rows = await self._pool.fetch(sql)
         return [_sql.instance_of(tuple(row)) for row in rows]
@@ -470,7 +500,11 @@ class PostgresStore:
         channel = _channel(saga_id)
         async with self._watchers.watch(saga_id) as watched:
             await self._listening(channel)
-            yield _Heard(watched, channel, self._listening)
+            if channel != CHANNEL:
+                yield _Heard(watched, channel, self._listening)
+                return
+            async with self._watched.registered(saga_id):  # see _postgres_watched
+                yield _Heard(watched, channel, self._listening)
 
     async def close(self) -> None:
         """Commit what is queued, then close the listener and the pool."""
@@ -479,6 +513,7 @@ class PostgresStore:
             if self._queue and not self._flushing:
                 self._start_flusher()
             await asyncio.gather(*self._flushers, return_exceptions=True)
+        await self._watched.forget_all()
         listener, self._listener = self._listener, None
         writers, self._writers = self._writers, []
         with self._settings.translated():
@@ -590,7 +625,7 @@ class PostgresStore:
         settings = self._settings
         return await asyncpg.connect(
             settings.dsn,
-            server_settings=settings.server_settings,
+            server_settings={**settings.server_settings, **_PLANNED_EACH_TIME},
             command_timeout=settings.timeout,
             timeout=settings.connect_timeout,
         )
@@ -740,4 +775,13 @@ def _stored_sagas(rows: Sequence[asyncpg.Record]) -> list[StoredSaga]:
             found.append(StoredSaga(_sql.instance_of(values[:9]), [], values[9]))
         if values[10] is not None:  # an instance without records joins one row of NULLs
             found[-1].records.append(_sql.record_of(values[10:]))
-    return found
+    return [_updated_by_log(stored) for stored in found]
+
+
+def _updated_by_log(stored: StoredSaga) -> StoredSaga:
+    """The row's ``updated_at`` moves with the status only (see :data:`_WRITE`)."""
+    records, instance = stored.records, stored.instance
+    if not records or records[-1].at <= instance.updated_at:
+        return stored
+    instance = instance._replace(updated_at=records[-1].at)
+    return StoredSaga(instance, records, stored.last_message)

@@ -116,6 +116,8 @@ _UNFINISHED = tuple(s.value for s in UNFINISHED)
 class _Sqlite:
     """SQLite's spelling of a filter: numbered ``?n`` placeholders, JSON1 paths."""
 
+    updated = "updated_at"
+
     def mark(self, n: int) -> str:
         return f"?{n}"
 
