@@ -89,6 +89,8 @@ class Client:
         self.owner = f"client:{default_owner()}"
         self.wait_for_store = wait_for_store
         self._telemetry = active_telemetry()
+        self._plans: dict[Saga, Plan] = {}
+        """Each saga's plan, made at its first start (a step added since makes it anew)."""
 
     async def start(self, saga: Saga, input: Any = None, *, saga_id: str | None = None) -> str:
         """Record a new instance, due now for any worker, and return its id at once.
@@ -105,7 +107,7 @@ class Client:
         if tel is not None and not tel.recording():
             tel = None
         trace = None if tel is None else tel.start_trace(saga.name, saga_id)
-        journal = Plan(saga).begin(saga_id, input, trace)
+        journal = self._plan(saga).begin(saga_id, input, trace)
         row = journal.new_instance(due_at=journal.state.records[0].at)
         records = journal.take()
         deadline = time.monotonic() + self.wait_for_store
@@ -114,6 +116,12 @@ class Client:
         elif tel is not None:
             tel.saga_started(saga.name, saga.version)
         return saga_id
+
+    def _plan(self, saga: Saga) -> Plan:
+        plan = self._plans.get(saga)
+        if plan is None or len(plan.steps_meta) != len(saga.steps):
+            plan = self._plans[saga] = Plan(saga)
+        return plan
 
     async def result(self, saga_id: str, timeout: float | None = None) -> SagaResult:
         """Wait until the saga is terminal and return its outcome.
@@ -129,7 +137,7 @@ class Client:
     async def _patiently(self, call: Callable[[], Awaitable[T]], deadline: float | None) -> T:
         """``call()``, made again after a back-off while the store is unavailable, until
         ``deadline`` (``time.monotonic``; None: no end), past which the error is raised."""
-        outage = Outage(logger, self.owner)
+        outage = None  # made at the first failure: most calls have none
         while True:
             try:
                 value = await call()
@@ -137,9 +145,11 @@ class Client:
                 left = math.inf if deadline is None else deadline - time.monotonic()
                 if left <= 0:
                     raise
+                outage = outage or Outage(logger, self.owner)
                 await asyncio.sleep(min(outage.failed(error) or 0.0, left))  # a back-off
             else:
-                outage.back()
+                if outage is not None:
+                    outage.back()
                 return value
 
     async def _result(
