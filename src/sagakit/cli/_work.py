@@ -157,10 +157,11 @@ async def _work(
     max_attempts: int | None,
     give_up_after: float | None = None,
 ) -> int:
-    outcomes: list[DriveReport] = []
+    errors = 0  # a count, not the outcomes: a worker runs for months
 
     def report(outcome: DriveReport) -> None:
-        outcomes.append(outcome)
+        nonlocal errors
+        errors += outcome.error is not None
         typer.echo(_describe(outcome))
 
     async with _opened_when_up(url, give_up_after) as store:
@@ -179,7 +180,7 @@ async def _work(
         typer.echo(f"worker {pool.owner} started ({names}); Ctrl-C or SIGTERM to stop")
         await pool.run(stop)
         typer.echo("worker stopped")
-    return 1 if any(o.error is not None for o in outcomes) else 0
+    return 1 if errors else 0
 
 
 @asynccontextmanager

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
@@ -90,7 +91,12 @@ class Worker:
         the same idempotency keys, as after a crash).
 
         While the database is away (:class:`StoreUnavailableError`) it waits, as the
-        module says; after ``give_up_after`` seconds of that it raises the error."""
+        module says; after ``give_up_after`` seconds of that it raises the error.
+
+        What exists when it starts (modules, sagas, the store's pool) lives about as long
+        as the process, so it is frozen out of garbage collection (:func:`gc.freeze`): no
+        collection walks it again while sagas come and go."""
+        gc.freeze()
         try:
             engine = self.engine
             queues = self.queues or {s.queue for s in engine.registered}
