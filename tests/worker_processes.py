@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from saga_logs import SagaLogs
-from sagakit import open_store
+from sagakit import Saga, open_store
 
 SAGAKIT = str(Path(sys.executable).with_name("sagakit"))
 
@@ -89,3 +89,16 @@ class WorkerProcess:
             self.process.send_signal(signal.SIGCONT)  # a frozen process cannot take a SIGTERM
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=self.deadline)
+
+
+def client_side(name: str, steps: Sequence[str]) -> Saga:
+    """The workers' saga as a client starts it: its name and compensatable steps' names
+    are what the log records; the bodies are the workers' (their app module)."""
+    saga = Saga(name, 1)
+
+    async def noop(ctx: object) -> None:
+        return None
+
+    for step in steps:
+        saga.add(noop, name=step, compensate=noop)
+    return saga

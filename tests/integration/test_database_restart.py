@@ -41,6 +41,7 @@ from sagakit import (
     StoreUnavailableError,
     open_store,
 )
+from worker_processes import client_side
 
 pytestmark = pytest.mark.postgres
 T = TypeVar("T")
@@ -240,15 +241,7 @@ def _schema_url(server: PrivatePostgres) -> str:
 
 
 def definition() -> Saga:
-    """The same saga as the workers', for the client to start (names and kinds only)."""
-    saga = Saga("restartable", 1)
-
-    async def noop(ctx: object) -> None:
-        return None
-
-    for step in STEPS:
-        saga.add(noop, name=step, compensate=noop)
-    return saga
+    return client_side("restartable", STEPS)
 
 
 class Fleet:
