@@ -8,10 +8,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import pg_baseline, pg_query, pg_report, postgres, report, telemetry
+from benchmarks import flame, pg_baseline, pg_query, pg_report, postgres, report, telemetry
+from benchmarks.pg_db import server_url
 from benchmarks.suite import FULL, QUICK, run_suite
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = ROOT / "docs" / "benchmarks.md"
+TRIED = ROOT / "benchmarks" / "tried.md"
+"""What was tried on the hot path and dropped, with its figures and commands: kept by
+hand (each was measured once, by the command it names), put at the end of the report."""
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -30,7 +35,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=["postgres", "queries", "telemetry"],
+        choices=["postgres", "queries", "telemetry", "flame"],
         help="run one section and replace only it in the existing report",
     )
     parser.add_argument(
@@ -53,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only == "telemetry":
         section = telemetry.markdown(telemetry.main(args.quick))
         return _replace_section(section, telemetry.TITLE, output)
+    if args.only == "flame":
+        return _replace_section(_flame(args.quick, output), flame.TITLE, output)
     try:
         baseline = None if args.baseline is None else pg_baseline.check_out(args.baseline)
     except pg_baseline.BaselineError as error:
@@ -68,12 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     on_postgres = _on_postgres(args.quick, baseline)
     queries = asyncio.run(pg_query.run_queries(args.quick))
     traced = telemetry.main(args.quick)
+    flamed = _flame(args.quick, output)
     report.print_table(results)
     pg_report.print_section(on_postgres)
     output.parent.mkdir(parents=True, exist_ok=True)
     text = report.markdown(results) + "\n" + pg_report.markdown(on_postgres)
     text += "\n" + pg_query.markdown(queries)
     text += "\n" + telemetry.markdown(traced)
+    text += "\n" + flamed + "\n" + TRIED.read_text(encoding="utf-8")
     output.write_text(text, encoding="utf-8")
     print(f"report written to {output}")
     if not results.ok or not on_postgres.ok or not traced.ok:
@@ -96,6 +105,15 @@ def _on_postgres(quick: bool, baseline: pg_baseline.Baseline | None) -> postgres
 
     named = f"{baseline.ref} ({baseline.short})"
     return asyncio.run(postgres.run_postgres(settings, beside, named))
+
+
+def _flame(quick: bool, output: Path) -> str:
+    """The flame graph's section (its SVG beside the report), or why there is none."""
+    seconds = 2.0 if quick else flame.DEFAULT_SECONDS
+    svg = output.parent / "images" / flame.DEFAULT_OUTPUT.name
+    result = asyncio.run(flame.record_flame(server_url(), svg, seconds))
+    print(result.sentence())
+    return f"## {flame.TITLE}\n\n" + flame.markdown(result, output.parent)
 
 
 def _queries_only(quick: bool, output: Path) -> int:

@@ -142,6 +142,11 @@ class CpuUse:
     bench: float
 
     @property
+    def parts(self) -> tuple[float, float, float]:
+        """Workers, server, bench: the order the report prints them in."""
+        return self.workers, self.server, self.bench
+
+    @property
     def busy(self) -> float:
         """Share of the machine's cores that these three kept busy."""
         return (self.server + self.workers + self.bench) / (self.wall * (os.cpu_count() or 1))

@@ -179,6 +179,13 @@ class Throughput:
         rates = self.measurement.rates
         return self.cpu[rates.index(statistics.median_low(rates))]
 
+    def cpu_ms_per_saga(self) -> float | None:
+        """Milliseconds of CPU a saga cost in all, in the median run."""
+        cpu = self.median_cpu
+        if cpu is None or not self.ok:
+            return None
+        return 1000 * sum(cpu.parts) / self.measurement.runs[0].sagas
+
 
 @dataclass(frozen=True, slots=True)
 class Latency:

@@ -34,7 +34,7 @@ def _all_of(count: str) -> bool:
     return done == total and int(total.replace(",", "")) > 0
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_quick_run_reports_every_scenario_completed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -56,3 +56,7 @@ def test_quick_run_reports_every_scenario_completed(
     assert "make bench" in report
     assert "## SQLite fsync ceiling" in report
     assert report.count("| met |") + report.count("| not met |") == 4
+    assert "## Where a worker's time goes (py-spy)" in report
+    assert "![One worker's flame graph](images/worker-flame.svg)" in report
+    assert (tmp_path / "images" / "worker-flame.svg").read_text().startswith("<?xml")
+    assert "## What was tried on the hot path" in report
