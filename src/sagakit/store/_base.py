@@ -125,6 +125,8 @@ class Store(Protocol):
         claiming at once never get the same instance (``FOR UPDATE SKIP LOCKED`` on
         PostgreSQL). Returns the instances now held, each with its log, in the same
         round trip: a worker drives what it claims, so a separate load would only repeat it.
+        A ``pending`` instance taken is ``running`` from then on (its driver's first record
+        says so, and then changes no row).
         """
         ...
 

@@ -56,6 +56,22 @@ class RetryingPool:
     async def execute(self, sql: str, *args: Any) -> str:
         return await self._call(lambda conn: conn.execute(sql, *args))
 
+    async def fetch_walking_indexes(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """``fetch`` with bitmap and sequential scans off for this statement (``SET LOCAL``,
+        so in a transaction of its own): where a query reads an index in order to stop
+        early, as a claim does, the planner must not read every match and sort them, or
+        the whole table. It does when its estimate says few rows match, or that the table
+        is small: on a table never analysed, or one that grew since."""
+
+        async def walking(conn: PoolConnectionProxy[asyncpg.Record]) -> list[asyncpg.Record]:
+            async with conn.transaction():
+                await conn.execute(
+                    "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"
+                )
+                return await conn.fetch(sql, *args)
+
+        return await self._call(walking)
+
     def acquire(self) -> PoolAcquireContext[asyncpg.Record]:
         """A connection of one's own, for a transaction: not retried."""
         return self.pool.acquire()

@@ -168,6 +168,8 @@ class MemoryStore:
         taken = [saga_id for _, saga_id in sorted(ready)[:limit]]
         for saga_id in taken:
             self._lease(saga_id, owner, now + lease)
+            if self._rows[saga_id].status is SagaStatus.PENDING:  # as a claim says (Store)
+                self._rows[saga_id].status = SagaStatus.RUNNING
         return [self._stored(saga_id, self._rows[saga_id]) for saga_id in taken]
 
     async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:

@@ -304,7 +304,8 @@ class SqliteStore:
             params = {"owner": owner, "now": now, "limit": limit, "known": json.dumps(keys)}
             ids = [saga_id for (saga_id,) in conn.execute(select, params)]
             conn.executemany(
-                "UPDATE sagas SET lease_owner = ?, lease_expires = ?, due_at = NULL WHERE id = ?",
+                "UPDATE sagas SET lease_owner = ?, lease_expires = ?, due_at = NULL,"
+                " status = CASE status WHEN 'pending' THEN 'running' ELSE status END WHERE id = ?",
                 [(owner, now + lease, saga_id) for saga_id in ids],
             )
             return [stored for saga_id in ids if (stored := _load(conn, saga_id)) is not None]

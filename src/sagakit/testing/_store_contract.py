@@ -358,6 +358,17 @@ class SchedulingContract:
         assert busy.instance.lease_owner == "w1"
         assert busy == await store.load("busy")
 
+    async def test_a_claimed_pending_instance_is_running(self, store: Store) -> None:
+        """Its driver's first record says so; the claim says it first, so that record need
+        not change the instance again. Its log is untouched."""
+        log = [started()]
+        await store.create(instance("fresh")._replace(due_at=time.time() - 1), log)
+        (claimed,) = await store.claim("w1", 1, 30.0)
+        assert claimed.instance.status is SagaStatus.RUNNING
+        assert claimed.records == log
+        stored = await store.load("fresh")
+        assert stored is not None and stored.instance.status is SagaStatus.RUNNING
+
     async def test_claim_respects_the_limit(self, store: Store) -> None:
         for i in range(5):
             await store.create(instance(f"d{i}")._replace(due_at=time.time() - 10 + i), [started()])
