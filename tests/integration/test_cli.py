@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -263,13 +263,15 @@ def test_the_worker_keeps_polling_and_stops_cleanly_on_a_signal(
 ) -> None:
     asyncio.run(leave_running(db, "left-running"))
     args = ["worker", "--app", "resumable_app:saga", "--db", db, "--poll", "0.05"]
+    args += ["--log-level", "debug"]  # a line per saga
     with subprocess.Popen(
         [SAGAKIT, *args], cwd=app_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as worker:
         try:
-            assert worker.stdout is not None
+            assert worker.stdout is not None and worker.stderr is not None
             assert "started (resumable@1)" in worker.stdout.readline()
-            assert worker.stdout.readline().startswith("left-running  resumable@1  completed")
+            finished = "sagakit.cli: left-running  resumable@1  completed"
+            assert any(finished in line for line in _lines_until(worker.stderr, finished))
             os.kill(worker.pid, sig)
             out, err = worker.communicate(timeout=30)
         finally:
@@ -279,6 +281,17 @@ def test_the_worker_keeps_polling_and_stops_cleanly_on_a_signal(
     assert worker.returncode == 0, err
     assert out.strip() == "worker stopped"
     assert "Traceback" not in err
+
+
+def _lines_until(stream: IO[str], wanted: str, most: int = 200) -> list[str]:
+    """Lines of ``stream`` up to the first holding ``wanted`` (at most ``most``: a blocking
+    read of another process's output, bounded by its end and by the test's timeout)."""
+    lines: list[str] = []
+    while len(lines) < most and (line := stream.readline()):
+        lines.append(line)
+        if wanted in line:
+            break
+    return lines
 
 
 def test_an_operator_resolves_a_saga_that_needs_attention(tmp_path: Path, db: str) -> None:

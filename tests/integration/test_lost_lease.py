@@ -199,7 +199,6 @@ async def test_a_worker_whose_loop_was_blocked_past_its_lease_stops_driving(
     b_owner = match.group(1)
     lost = f"lost the lease of saga blocked to {b_owner}; the new holder carries it on"
     assert lost in a_err
-    assert f"blocked  lost_lease@1  running  (lost the lease to {b_owner};" in a_out
     lag = re.search(r"saga blocked: the event loop was blocked for [\d.]+ s[^\n]*", a_err)
     assert lag is not None, a_err
     assert "step 'block' (action, attempt 1) was in flight" in lag.group(0)

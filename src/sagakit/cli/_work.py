@@ -40,6 +40,8 @@ from sagakit.orchestration import (
 )
 from sagakit.store import Store, open_store
 
+log = logging.getLogger("sagakit.cli")
+
 
 class LogLevel(StrEnum):
     DEBUG = "debug"
@@ -108,7 +110,10 @@ def worker(
         typer.Option("--log-format", case_sensitive=False, help="stderr lines: text or json."),
     ] = LogFormat.TEXT,
 ) -> None:
-    """Claim due saga instances and drive them; run many, on many machines, per database."""
+    """Claim due saga instances and drive them; run many, on many machines, per database.
+
+    Each saga's outcome is a debug line on stderr (--log-level debug); --once prints a
+    line for each on stdout."""
     if os.getcwd() not in sys.path:  # like `python -m`: the user's modules are importable
         sys.path.insert(0, os.getcwd())
     try:
@@ -160,9 +165,12 @@ async def _work(
     errors = 0  # a count, not the outcomes: a worker runs for months
 
     def report(outcome: DriveReport) -> None:
+        """A line per saga only at ``--log-level debug``: thousands a second would cost the
+        worker more than the sagas do. A drive that failed is logged where it failed."""
         nonlocal errors
         errors += outcome.error is not None
-        typer.echo(_describe(outcome))
+        if outcome.error is None:
+            log.debug("%s", _describe(outcome), extra={"saga_id": outcome.saga_id})
 
     async with _opened_when_up(url, give_up_after) as store:
         pool = Worker(
@@ -187,7 +195,7 @@ async def _work(
 async def _opened_when_up(url: str, give_up_after: float | None) -> AsyncIterator[Store]:
     """The store, once its database answers: a worker started while the database is down
     or starting up waits for it as a running worker does, up to ``give_up_after``."""
-    outage = Outage(logging.getLogger("sagakit.cli"), "worker", give_up_after=give_up_after)
+    outage = Outage(log, "worker", give_up_after=give_up_after)
     while True:
         try:
             store = await open_store(url)
