@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from benchmarks.pg_fleet import ROOT
 TIMEOUT = 600.0
 """The child's whole run; at DBOS's pace here (tens of workflows per second) a few minutes."""
 
+TIMES = "\u00d7"
 POSTGRES = "PostgreSQL"
 SQLITE = "SQLite"
 
@@ -48,13 +50,17 @@ class DbosResult:
         return next((m for m in self.measurements if m.mode is mode), None)
 
 
-async def run_dbos(url: str, width: int, target: float, repetitions: int) -> list[DbosResult]:
-    """DBOS on the PostgreSQL server at ``url`` (a fresh database), then on a SQLite file."""
+async def run_dbos(
+    url: str, width: int, target: float, repetitions: int, processes: int = 1
+) -> list[DbosResult]:
+    """DBOS on the PostgreSQL server at ``url``, ``processes`` of them at once (each with a
+    fresh database of its own), then one on a SQLite file (a single writer)."""
     if importlib.util.find_spec("dbos") is None:
         why = "the dbos package is not installed (make bench installs '.[bench]')"
         return [DbosResult(POSTGRES, failure=why), DbosResult(SQLITE, failure=why)]
     args = ["--width", str(width), "--target", str(target), "--repetitions", str(repetitions)]
-    results = [await _on_postgres(url, args)]
+    _progress(f"DBOS on PostgreSQL: {processes} process(es) at once")
+    results = [combined(await asyncio.gather(*(_on_postgres(url, args) for _ in range(processes))))]
     with tempfile.TemporaryDirectory(prefix="sagakit-bench-dbos-") as scratch:
         sqlite_url = f"sqlite:///{Path(scratch) / 'dbos.sqlite'}"
         _progress(f"DBOS on SQLite: {sqlite_url}")
@@ -72,7 +78,6 @@ async def _on_postgres(url: str, args: list[str]) -> DbosResult:
         await admin.close()
         return DbosResult(POSTGRES, failure=f"cannot create database {database}: {error}")
     try:
-        _progress(f"DBOS on PostgreSQL: database {database}")
         return await _child(POSTGRES, [*args, "--db", base])
     finally:
         try:
@@ -122,6 +127,33 @@ def _parse(database: str, data: dict[str, Any]) -> DbosResult:
         )
         cpu[mode] = tuple(float(c) for c in found["cpu"])
     return DbosResult(database, tuple(measurements), cpu, str(data["dbos_version"]))
+
+
+def combined(results: Sequence[DbosResult]) -> DbosResult:
+    """DBOS processes that ran side by side, as one: run by run, their rates summed (each
+    run's sagas over the seconds that give that rate), their CPU seconds summed."""
+    failed = next((r for r in results if r.failure is not None), None)
+    if failed is not None or len(results) == 1:
+        return failed or results[0]
+    measurements = []
+    cpu: dict[Mode, tuple[float, ...]] = {}
+    for mode in Mode:
+        found = [r.find(mode) for r in results]
+        each = [m for m in found if m is not None]
+        runs = tuple(_summed(runs) for runs in zip(*(m.runs for m in each), strict=True))
+        warmup = _summed([m.warmup for m in each])
+        logged = sum(m.logged or 0 for m in each)
+        name = f"{each[0].scenario} {TIMES} {len(each)}"
+        measurements.append(Measurement(name, mode, warmup, runs, logged))
+        cpu[mode] = tuple(map(sum, zip(*(r.cpu[mode] for r in results), strict=True)))
+    return DbosResult(results[0].database, tuple(measurements), cpu, results[0].version)
+
+
+def _summed(runs: Sequence[Run]) -> Run:
+    sagas = sum(run.sagas for run in runs)
+    rate = sum(run.sagas / run.seconds for run in runs)
+    completed = sum(run.completed for run in runs)
+    return Run(sagas, completed, sagas / rate, sum(run.peak for run in runs))
 
 
 def _run(values: list[float]) -> Run:

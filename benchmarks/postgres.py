@@ -96,6 +96,9 @@ class PgSettings:
     ceiling_seconds: float = 1.0
     dbos: bool = True
     dbos_width: int = 50
+    dbos_processes: int = 4
+    """DBOS processes at once on PostgreSQL: as many as the largest fleet has workers, so
+    both get the machine's cores (one DBOS process is bound by one core's CPU)."""
     dbos_target_seconds: float = 2.0
     baseline_fleets: tuple[tuple[int, int], ...] = ((4, 64),)
     """The fleets (workers, concurrency) also measured with a baseline ref's sagakit, when
@@ -290,7 +293,11 @@ async def run_postgres(
                     results.baseline_throughput.append(ran)
     if settings.dbos:
         results.dbos = await run_dbos(
-            url, settings.dbos_width, settings.dbos_target_seconds, settings.repetitions
+            url,
+            settings.dbos_width,
+            settings.dbos_target_seconds,
+            settings.repetitions,
+            settings.dbos_processes,
         )
     return results
 
