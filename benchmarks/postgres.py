@@ -35,6 +35,7 @@ from benchmarks.pg_db import (
     Connection,
     CpuUse,
     ServerFacts,
+    checkpoint,
     connect,
     cpu_between,
     cpu_sample,
@@ -309,6 +310,7 @@ async def throughput(
     expected = EXPECTED[path]
     saga = build_saga()
     name = f"{workers} {TIMES} {concurrency}, {path}"
+    await checkpoint(url)
     async with fresh_schema(url) as schema:
         log_url = with_query(url, schema=schema)
         store = await sagakit.open_store(log_url)  # migrated before the workers race to it
