@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import threading
 from typing import Any
 
@@ -25,6 +27,7 @@ from sagakit import (
     idempotency_key,
 )
 from sagakit.log import RecordType
+from sagakit.orchestration import new_saga_id
 
 FAST = Retry(attempts=3, backoff=0, jitter=0)
 """Three attempts, no waiting."""
@@ -196,6 +199,30 @@ async def test_saga_id_is_generated_when_not_given() -> None:
     assert first.saga_id != second.saga_id
     assert rec.count("action", "a") == 2
     assert (await engine.status(first.saga_id)).status is SagaStatus.COMPLETED
+
+
+def test_generated_ids_differ_between_a_process_and_its_forked_child() -> None:
+    """The random half of an id comes from a generator the child re-seeds: a fork that
+    copied it as it was would draw the parent's ids (a duplicate key in a shared log)."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write_end, new_saga_id().encode())
+        os._exit(0)
+    os.close(write_end)
+    parent_id = new_saga_id()
+    with os.fdopen(read_end) as pipe:
+        child_id = pipe.read()
+    os.waitpid(child, 0)
+    assert len(child_id) == len(parent_id) == 32
+    assert child_id[12:] != parent_id[12:]
+
+
+def test_seeding_the_random_module_does_not_repeat_ids() -> None:
+    random.seed(7)
+    first = new_saga_id()
+    random.seed(7)
+    assert new_saga_id()[12:] != first[12:]
 
 
 # --- failure before the pivot -----------------------------------------------------------------

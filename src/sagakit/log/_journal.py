@@ -15,6 +15,10 @@ from sagakit.log._fast import RecordTypes
 from sagakit.log._records import Instance, Record, RecordType
 from sagakit.log._state import SagaState
 
+_new_record = tuple.__new__
+"""What ``Record(...)`` calls through a Python-level ``__new__`` of the named tuple: the
+engine makes eight records a saga, so it skips that frame."""
+
 
 class Journal:
     """An instance's state, and the records made for it that are not stored yet."""
@@ -50,9 +54,8 @@ class Journal:
     ) -> Record:
         """Make the next record (``data``: its payload as JSON text) and fold it into the
         state now; it is stored with the next :meth:`take`. ``at`` defaults to now."""
-        record = Record(
-            len(self.state.records), kind, time.time() if at is None else at, step, attempt, data
-        )
+        when = time.time() if at is None else at
+        record = _new_record(Record, (len(self.state.records), kind, when, step, attempt, data))
         self.state.apply(record)
         self.pending.append(record)
         return record
