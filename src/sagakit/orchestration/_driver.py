@@ -23,7 +23,6 @@ import contextvars
 import logging
 import math
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,7 @@ from sagakit.log._codec import ENCODE_ERRORS, decode, encode
 from sagakit.log._fast import RecordTypes, SagaStatuses, StepKinds, StepStatuses
 from sagakit.orchestration._context import CompensationContext, StepContext, WaitForMessage
 from sagakit.orchestration._definition import Step
+from sagakit.orchestration._failure import describe
 from sagakit.orchestration._lease import LeaseLost
 from sagakit.orchestration._plan import (
     CANCEL,
@@ -300,7 +300,7 @@ class Driver:
             try:
                 value = await step.action(ctx)
             except Exception as error:
-                outcome = _CallResult(error=_describe(error), exception=error)
+                outcome = _CallResult(error=describe(error), exception=error)
             except WaitForMessage as wait:
                 if tel is not None:
                     tel.ended("waiting")
@@ -331,7 +331,7 @@ class Driver:
                 self._running_late(ctx.idempotency_key, outcome.running)
             if by_deadline and isinstance(outcome.exception, StepTimeoutError):
                 late = SagaDeadlineError(saga.name, state.id)
-                outcome = _CallResult(error=_describe(late), exception=late)
+                outcome = _CallResult(error=describe(late), exception=late)
         if outcome.error is None:
             self.journal.add(RecordTypes.STEP_SUCCEEDED, step.name, attempt, outcome.result)
             if tel is not None:
@@ -343,13 +343,14 @@ class Driver:
         retry_at = _retry_at(policy, policy_attempt, outcome)
         failed = encode({"error": outcome.error, "retry_at": retry_at})
         self.journal.add(RecordTypes.STEP_FAILED, step.name, attempt, failed)
-        self._log_failure("step", step.name, attempt, "action", outcome.error, retry_at)
-        if retry_at is not None:
-            return
         message = outcome.error["message"]
-        if before_pivot:
-            self._begin_compensation(f"step {step.name!r} failed: {message}")
-        else:  # past the point of no return: only a person can decide what now
+        if retry_at is None and before_pivot:  # one line says both: the failure is the reason
+            self._record_compensating(f"step {step.name!r} failed: {message}")
+            then = "for good; the saga compensates"
+            self._log_failure("step", step.name, attempt, "action", outcome.error, then)
+            return
+        self._log_failure("step", step.name, attempt, "action", outcome.error, _then(retry_at))
+        if retry_at is None:  # past the point of no return: only a person can decide what now
             exhausted = policy.attempts is not None and policy_attempt >= policy.attempts
             self._needs_attention(_gave_up(step.name, attempt, exhausted, message), [])
 
@@ -419,9 +420,8 @@ class Driver:
         retry_at = _retry_at(step.compensation_retry, policy_attempt, outcome)
         failed = encode({"error": outcome.error, "retry_at": retry_at})
         self.journal.add(RecordTypes.COMPENSATION_FAILED, step.name, attempt, failed)
-        self._log_failure(
-            "compensation", step.name, attempt, "compensation", outcome.error, retry_at
-        )
+        then = _then(retry_at)
+        self._log_failure("compensation", step.name, attempt, "compensation", outcome.error, then)
 
     def _running_late(self, key: str, thread: asyncio.Future[Any]) -> None:
         """Remember a timed-out sync action whose thread goes on, until it finishes."""
@@ -454,7 +454,7 @@ class Driver:
         attempt = step_state.compensation_attempts
         failed = encode({"error": error, "retry_at": None})
         self.journal.add(RecordTypes.COMPENSATION_FAILED, step.name, attempt, failed)
-        self._log_failure("compensation", step.name, attempt, "compensation", error, None)
+        self._log_failure("compensation", step.name, attempt, "compensation", error, "for good")
         return False
 
     def _next_to_compensate(self) -> StepState | None:
@@ -511,8 +511,11 @@ class Driver:
         return self.state.status is status and self.state.cursor == cursor
 
     def _begin_compensation(self, reason: str) -> None:
-        self.journal.add(RecordTypes.SAGA_COMPENSATING, None, 0, encode({"reason": reason}))
+        self._record_compensating(reason)
         logger.warning("saga %s compensates: %s", self.state.id, reason, extra=self.facts())
+
+    def _record_compensating(self, reason: str) -> None:
+        self.journal.add(RecordTypes.SAGA_COMPENSATING, None, 0, encode({"reason": reason}))
 
     def _needs_attention(self, reason: str, failed: list[str]) -> None:
         data = encode({"reason": reason, "failed": failed})
@@ -531,9 +534,9 @@ class Driver:
         attempt: int,
         role: str,
         error: dict[str, str],
-        retry_at: float | None,
+        then: str,
     ) -> None:
-        then = "for good" if retry_at is None else f"retry in {retry_at - time.time():.2f}s"
+        """One line for a failed call; ``then``: what comes of it (see :func:`_then`)."""
         logger.warning(
             "saga %s: %s %r attempt %d failed (%s): %s: %s",
             *(self.state.id, what, step, attempt, then, error["type"], error["message"]),
@@ -598,6 +601,11 @@ def _gave_up(step: str, attempts: int, exhausted: bool, message: str) -> str:
     return f"step {step!r} failed {times} after the pivot: {message}"
 
 
+def _then(retry_at: float | None) -> str:
+    """What comes of a failed call, for its log line."""
+    return "for good" if retry_at is None else f"retry in {retry_at - time.time():.2f}s"
+
+
 def _retry_at(policy: Retry, attempt: int, outcome: _CallResult) -> float | None:
     error = outcome.exception
     if error is None or isinstance(error, _FINAL):
@@ -657,7 +665,7 @@ async def _call(
                     raise
     except Exception as error:
         running = thread if thread is not None and not thread.done() else None
-        return _CallResult(error=_describe(error), exception=error, running=running)
+        return _CallResult(error=describe(error), exception=error, running=running)
     if isinstance(ctx, CompensationContext):
         return _CallResult()
     return _recorded(value, saga, step)
@@ -687,57 +695,4 @@ def _recorded(value: Any, saga: str, step: str) -> _CallResult:
         return _CallResult(result=encode(value))
     except ENCODE_ERRORS as cause:
         refused = SerializationError(saga, "the result", cause, step)
-        return _CallResult(error=_describe(refused), exception=refused)
-
-
-def _describe(error: BaseException) -> dict[str, str]:
-    """``error`` as the log keeps it (an :class:`~sagakit.log.ErrorInfo`)."""
-    kind = type(error)
-    name = (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
-    described = {"type": name, "message": str(error) or name}
-    stack = _traceback(error)
-    if stack is not None:
-        described["traceback"] = stack
-    return described
-
-
-TRACEBACK_LIMIT = 4000
-"""Characters of a traceback the log keeps: its end is what an operator reads, and a deep
-recursion or a huge message must not make a record of megabytes."""
-_TRACEBACK_LINE = 500
-"""Characters kept of one line of it, so a huge message leaves room for the frames."""
-
-
-def _traceback(error: BaseException) -> str | None:
-    """Where ``error`` was raised, from below the driver's frame that caught it.
-
-    An error sagakit makes without raising it (a result that is not JSON, a saga past its
-    deadline) gets none: no user code was on its stack, and its message says it all. A
-    timeout gets the stack of the call it cut off, the one clue to where that call hung.
-    """
-    raised = error.__context__ if isinstance(error, StepTimeoutError) else error
-    if raised is None or raised.__traceback__ is None:
-        return None
-    stack = raised.__traceback__
-    return _bounded("".join(traceback.format_exception(type(error), error, stack.tb_next)))
-
-
-def _bounded(text: str) -> str:
-    """``text`` if it is short enough; else its last lines (a long one cut) after a line
-    saying how many characters were left out."""
-    if len(text) <= TRACEBACK_LIMIT:
-        return text
-    budget = TRACEBACK_LIMIT - 40  # the first line's room
-    kept: list[str] = []
-    for line in reversed(text.splitlines(keepends=True)):
-        shown = line if len(line) <= _TRACEBACK_LINE else line[: _TRACEBACK_LINE - 2] + "…\n"
-        if len(shown) > budget:
-            break
-        kept.append(shown)
-        budget -= len(shown)
-    cut = len(text) - sum(map(len, kept))
-    return f"... {cut} characters cut\n" + "".join(reversed(kept))
+        return _CallResult(error=describe(refused), exception=refused)
