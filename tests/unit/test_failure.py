@@ -7,6 +7,7 @@ import traceback
 
 import pytest
 
+from sagakit import CompensationContext, Engine, MemoryStore, Saga, SagaStatus, StepContext
 from sagakit.orchestration._failure import describe
 
 CARETS = re.compile(r"^ +[~^]+ *\n", re.MULTILINE)
@@ -43,6 +44,29 @@ def test_a_lone_error_is_written_as_the_traceback_module_writes_it_less_carets()
     assert "^" not in described["traceback"]
 
 
+class CourierError(Exception):
+    """An error of the application's own (a module's name before its type)."""
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no words")
+
+
+def _raise(error: BaseException) -> None:
+    raise error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [CourierError("refused"), CourierError(), ValueError(""), Unprintable("x"), KeyError("sku")],
+    ids=["own type", "no message", "empty message", "str() fails", "a key error"],
+)
+def test_the_last_line_is_the_one_the_module_writes(error: BaseException) -> None:
+    caught = _caught(lambda: _raise(error))
+    assert describe(caught)["traceback"] == _as_the_module_writes_it(caught)
+
+
 def _chained() -> None:
     try:
         _call({"total": 10, "items": 0})
@@ -73,3 +97,24 @@ def test_what_the_module_writes_its_own_way_is_left_to_it(action: object) -> Non
         traceback.format_exception(type(error), error, error.__traceback__.tb_next)  # type: ignore[union-attr]
     )
     assert describe(error)["traceback"] == expected
+
+
+async def test_a_step_whose_error_cannot_be_printed_still_compensates() -> None:
+    saga = Saga("order")
+    undone: list[str] = []
+
+    async def undo(ctx: CompensationContext) -> None:
+        undone.append(ctx.step)
+
+    @saga.step(compensate=undo)
+    async def charge(ctx: StepContext) -> str:
+        return "p-1"
+
+    @saga.step(compensate=undo)
+    async def ship(ctx: StepContext) -> None:
+        raise Unprintable("x")
+
+    result = await Engine(MemoryStore(), [saga]).run(saga, {})
+    assert result.status is SagaStatus.COMPENSATED
+    assert undone == ["charge"]
+    assert result.reason == "step 'ship' failed: <exception str() failed>"

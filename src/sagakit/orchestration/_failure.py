@@ -25,7 +25,7 @@ def describe(error: BaseException) -> dict[str, str]:
         if kind.__module__ == "builtins"
         else f"{kind.__module__}.{kind.__qualname__}"
     )
-    described = {"type": name, "message": str(error) or name}
+    described = {"type": name, "message": _text(error) or name}
     stack = _traceback(error)
     if stack is not None:
         described["traceback"] = stack
@@ -65,8 +65,27 @@ def _formatted(error: BaseException, stack: TracebackType | None) -> str:
         source = linecache.getline(filename, line, frame.f_globals).strip()
         if source:
             lines.append(f"    {source}\n")
-    lines.extend(traceback.format_exception_only(type(error), error))
+    lines.append(_last_line(error))
     return "".join(lines)
+
+
+def _last_line(error: BaseException) -> str:
+    """The traceback module's last line for a plain error: its type, then its message."""
+    kind = type(error)
+    module = kind.__module__
+    name = (
+        kind.__qualname__ if module in ("__main__", "builtins") else f"{module}.{kind.__qualname__}"
+    )
+    text = _text(error)
+    return f"{name}: {text}\n" if text else f"{name}\n"
+
+
+def _text(error: BaseException) -> str:
+    """The error's message; an error whose ``__str__`` fails must still be recorded."""
+    try:
+        return str(error)
+    except Exception:
+        return "<exception str() failed>"
 
 
 def _unusual(error: BaseException) -> bool:
