@@ -49,8 +49,8 @@ def _formatted(error: BaseException, stack: TracebackType | None) -> str:
     """What ``traceback.format_exception`` writes, less the carets of Python 3.11.
 
     To place its carets under the failing expression, the traceback module parses each
-    frame's source line again: most of the time a compensating saga took on MemoryStore
-    (a traceback 25 us a frame, the rest of the saga about 50 us). A lone error is written
+    frame's source line again: a compensating saga on MemoryStore took 224 us of CPU with
+    it, 134 without (its traceback has four frames). A lone error is written
     here, frame by frame; one with a cause or context to show, notes, sub-errors, or a
     frame repeated (a recursion, which the module abridges) is left to the module.
     """

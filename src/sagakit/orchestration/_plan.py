@@ -165,7 +165,7 @@ def _reseed() -> None:
 _ids = random.Random(os.urandom(32))
 """The random half of saga ids: seeded from the OS (and again in a forked child, so parent
 and child never draw the same ids), private so that no ``random.seed`` of the application
-repeats them, and not a system call per id as ``os.urandom`` is (0.75 to 0.25 us an id).
+repeats them, and not a system call per id as ``os.urandom`` is (an id 0.75 to 0.51 us).
 An id must be unique, not unguessable: nothing is authorised by knowing one."""
 os.register_at_fork(after_in_child=_reseed)
 

@@ -18,13 +18,13 @@ from sagakit.store._watchers import Watchers
 __all__ = ["MemoryStore"]
 
 
-Packed = tuple[int, str, float, str | None, int, str | None]
+_Packed = tuple[int, str, float, str | None, int, str | None]
 """A stored record as a plain tuple of strings and numbers (its type by value)."""
 
 _RECORD_TYPES = {kind.value: kind for kind in RecordType}
 
 
-def _packed(records: Sequence[Record]) -> tuple[Packed, ...]:
+def _packed(records: Sequence[Record]) -> tuple[_Packed, ...]:
     """Records as the store keeps them: plain tuples holding no object the garbage collector
     tracks, so it stops tracking them too. A Record (a named tuple, holding an enum member)
     stays tracked for ever, and a store of 100,000 sagas made every full collection walk
@@ -32,7 +32,7 @@ def _packed(records: Sequence[Record]) -> tuple[Packed, ...]:
     return tuple([(r.seq, r.type._value_, r.at, r.step, r.attempt, r.data) for r in records])
 
 
-def _unpacked(log: tuple[Packed, ...]) -> list[Record]:
+def _unpacked(log: tuple[_Packed, ...]) -> list[Record]:
     kinds = _RECORD_TYPES
     return [Record(seq, kinds[kind], at, step, n, data) for seq, kind, at, step, n, data in log]
 
@@ -55,7 +55,7 @@ class _Row:
         "version",
     )
 
-    def __init__(self, instance: Instance, log: tuple[Packed, ...]) -> None:
+    def __init__(self, instance: Instance, log: tuple[_Packed, ...]) -> None:
         self.id = instance.id
         self.name = instance.name
         self.version = instance.version
