@@ -19,12 +19,7 @@ _TRACEBACK_LINE = 500
 
 def describe(error: BaseException) -> dict[str, str]:
     """``error`` as the log keeps it (an :class:`~sagakit.log.ErrorInfo`)."""
-    kind = type(error)
-    name = (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
+    name = _type_name(type(error), ("builtins",))
     described = {"type": name, "message": _text(error) or name}
     stack = _traceback(error)
     if stack is not None:
@@ -71,13 +66,16 @@ def _formatted(error: BaseException, stack: TracebackType | None) -> str:
 
 def _last_line(error: BaseException) -> str:
     """The traceback module's last line for a plain error: its type, then its message."""
-    kind = type(error)
-    module = kind.__module__
-    name = (
-        kind.__qualname__ if module in ("__main__", "builtins") else f"{module}.{kind.__qualname__}"
-    )
+    name = _type_name(type(error), ("__main__", "builtins"))
     text = _text(error)
     return f"{name}: {text}\n" if text else f"{name}\n"
+
+
+def _type_name(kind: type[BaseException], unqualified: tuple[str, ...]) -> str:
+    """The type's name, after its module's unless that is one of ``unqualified``."""
+    if kind.__module__ in unqualified:
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _text(error: BaseException) -> str:

@@ -8,11 +8,12 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
-from sagakit.log import Instance, Message, Record, RecordType, SagaStatus
+from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL, UNFINISHED
 from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, StoredSaga, Watch
 from sagakit.store._filter import ALL, Count, InstanceFilter, Position, fields_match
 from sagakit.store._fleet import FORGOTTEN_AFTER, WorkerInfo
+from sagakit.store._sql import record_of
 from sagakit.store._watchers import Watchers
 
 __all__ = ["MemoryStore"]
@@ -21,8 +22,6 @@ __all__ = ["MemoryStore"]
 _Packed = tuple[int, str, float, str | None, int, str | None]
 """A stored record as a plain tuple of strings and numbers (its type by value)."""
 
-_RECORD_TYPES = {kind.value: kind for kind in RecordType}
-
 
 def _packed(records: Sequence[Record]) -> tuple[_Packed, ...]:
     """Records as the store keeps them: plain tuples holding no object the garbage collector
@@ -30,11 +29,6 @@ def _packed(records: Sequence[Record]) -> tuple[_Packed, ...]:
     stays tracked for ever, and a store of 100,000 sagas made every full collection walk
     their 800,000 records: a quarter of the benchmark's time."""
     return tuple([(r.seq, r.type._value_, r.at, r.step, r.attempt, r.data) for r in records])
-
-
-def _unpacked(log: tuple[_Packed, ...]) -> list[Record]:
-    kinds = _RECORD_TYPES
-    return [Record(seq, kinds[kind], at, step, n, data) for seq, kind, at, step, n, data in log]
 
 
 class _Row:
@@ -83,7 +77,7 @@ class _Row:
 
     @property
     def records(self) -> list[Record]:
-        return _unpacked(self.log)
+        return [record_of(packed) for packed in self.log]
 
     @property
     def key(self) -> str:
