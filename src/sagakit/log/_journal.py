@@ -39,7 +39,7 @@ class Journal:
         encoded them has them, to save decoding them again.
         """
         journal = cls(SagaState(saga_id))
-        record = Record(0, RecordTypes.SAGA_STARTED, at, None, 0, data)
+        record = _new_record(Record, (0, RecordTypes.SAGA_STARTED, at, None, 0, data))
         journal.state.apply(record, started)
         journal.pending.append(record)
         return journal
