@@ -266,7 +266,7 @@ def throughput_rows(results: PgResults) -> list[tuple[str, ...]]:
             (
                 t.name,
                 str(t.path),
-                f"{m.runs[0].sagas:,}",
+                _sizes(m),
                 f"{m.median:,.0f}" if t.ok else f"{m.median:,.0f} (FAILED)",
                 _spread(m),
                 "—" if dbos is None else f"{dbos:,.1f}{TIMES}",
@@ -281,18 +281,24 @@ def throughput_rows(results: PgResults) -> list[tuple[str, ...]]:
     return rows
 
 
+def _sizes(m: Measurement) -> str:
+    """Sagas per timed run: two sizes where a fleet was measured twice (its warm-ups differ)."""
+    return ", ".join(f"{size:,}" for size in dict.fromkeys(run.sagas for run in m.runs))
+
+
 def cpu_per_saga(t: Throughput) -> str:
     """Milliseconds of CPU per saga in the median run: workers / server / bench = all."""
     cpu = t.median_cpu
     if cpu is None or not t.measurement.ok:
         return "—"
-    sagas = t.measurement.runs[0].sagas
+    sagas = t.measurement.runs[t.median_run].sagas
     split = " / ".join(f"{1000 * seconds / sagas:.2f}" for seconds in cpu.parts)
     return f"{split} = {1000 * sum(cpu.parts) / sagas:.2f}"
 
 
 def baseline_rows(results: PgResults) -> list[tuple[str, ...]]:
-    """Each baseline fleet beside the same fleet of this code, measured right before it."""
+    """Each baseline fleet beside the same fleet of this code, measured around it (A B B A:
+    see :func:`benchmarks.postgres.run_postgres`)."""
     rows: list[tuple[str, ...]] = []
     for old in results.baseline_throughput:
         new = _find(results.throughput, (old.workers, old.concurrency, old.path))
@@ -496,7 +502,7 @@ def _tables(
     tables = [
         ("Throughput (sagas per second)", THROUGHPUT_COLUMNS, throughput_rows(results)),
         (
-            f"Against the baseline {results.baseline}, same run",
+            f"Against the baseline {results.baseline}, same run, interleaved",
             BASELINE_COLUMNS,
             baseline_rows(results),
         ),

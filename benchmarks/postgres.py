@@ -176,19 +176,45 @@ class Throughput:
         return not self.problems
 
     @property
-    def median_cpu(self) -> CpuUse | None:
-        """The CPU use of the run whose rate is the median (the one the figure is)."""
-        if not self.cpu:
-            return None
+    def median_run(self) -> int:
+        """The index of the run whose rate is the median (the one the figure is)."""
         rates = self.measurement.rates
-        return self.cpu[rates.index(statistics.median_low(rates))]
+        return rates.index(statistics.median_low(rates))
+
+    @property
+    def median_cpu(self) -> CpuUse | None:
+        """The CPU use of the median run."""
+        return self.cpu[self.median_run] if self.cpu else None
 
     def cpu_ms_per_saga(self) -> float | None:
         """Milliseconds of CPU a saga cost in all, in the median run."""
         cpu = self.median_cpu
         if cpu is None or not self.ok:
             return None
-        return 1000 * sum(cpu.parts) / self.measurement.runs[0].sagas
+        return 1000 * sum(cpu.parts) / self.measurement.runs[self.median_run].sagas
+
+    def joined(self, again: Throughput) -> Throughput:
+        """This fleet's runs and those of the same fleet measured ``again``, as one
+        measurement: the figure is then the median of both sets of runs."""
+        m, n = self.measurement, again.measurement
+        warmups = Run(
+            m.warmup.sagas + n.warmup.sagas,
+            m.warmup.completed + n.warmup.completed,
+            m.warmup.seconds + n.warmup.seconds,
+            max(m.warmup.peak, n.warmup.peak),
+        )
+        logged = None if m.logged is None or n.logged is None else m.logged + n.logged
+        failures = [f for f in (self.failure, again.failure) if f]
+        return Throughput(
+            self.workers,
+            self.concurrency,
+            self.path,
+            Measurement(m.scenario, m.mode, warmups, m.runs + n.runs, logged),
+            self.start_seconds + again.start_seconds,
+            self.cpu + again.cpu,
+            self.summaries + again.summaries,
+            "; ".join(failures) or None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,9 +288,12 @@ async def run_postgres(
 ) -> PgResults:
     """Every PostgreSQL scenario, then DBOS on the same server and on SQLite.
 
-    With ``beside``, each fleet of :attr:`PgSettings.baseline_fleets` runs right after the
-    same fleet of this code, with the ``baseline`` ref's sagakit, so the two see the same
-    machine state.
+    With ``beside``, each fleet of :attr:`PgSettings.baseline_fleets` is also run with the
+    ``baseline`` ref's sagakit, twice, between two runs of this code's fleet (A B B A); each
+    side's figure is the median of all its timed runs. The two then see the same machine
+    state: the same fleet of the same code measured minutes apart differed by a third here
+    (checkpoints, the table's growth, the other tenants of a 2-core machine), and measured
+    once each, in one order, that drift fell on one side of the ratio only.
     """
     url = server_url()
     load = os.getloadavg() if hasattr(os, "getloadavg") else ()
@@ -285,13 +314,14 @@ async def run_postgres(
     for workers in settings.workers:
         for concurrency in settings.concurrency:
             for path in settings.paths:
-                results.throughput.append(
-                    await throughput(url, settings, workers, concurrency, path)
-                )
+                ours = await throughput(url, settings, workers, concurrency, path)
                 if beside is not None and (workers, concurrency) in settings.baseline_fleets:
-                    _progress(f"the same with {baseline}'s sagakit")
-                    ran = await beside(url, workers, concurrency, path)
-                    results.baseline_throughput.append(ran)
+                    _progress(f"the same with {baseline}'s sagakit, twice, then this code again")
+                    first = await beside(url, workers, concurrency, path)
+                    second = await beside(url, workers, concurrency, path)
+                    results.baseline_throughput.append(first.joined(second))
+                    ours = ours.joined(await throughput(url, settings, workers, concurrency, path))
+                results.throughput.append(ours)
     if settings.dbos:
         results.dbos = await run_dbos(
             url,
