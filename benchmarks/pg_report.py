@@ -433,7 +433,9 @@ def facts(results: PgResults) -> list[str]:
         f"last saga's final record (`updated_at`), so starting is inside the figure; "
         f"*Starting took* is how long the starts alone took. A warm-up sizes each run to "
         f"about {settings.target_seconds:g} s; the figure is the median of "
-        f"{settings.repetitions} runs.",
+        f"{settings.repetitions} runs; of {2 * settings.repetitions} for a fleet also run "
+        f"with the baseline's sagakit, which runs twice between two runs of this code's "
+        f"(A B B A), each side's figure the median of all its runs.",
     ]
     if settings.quick:
         lines.append(
