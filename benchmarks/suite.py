@@ -16,10 +16,11 @@ from pathlib import Path
 from benchmarks.choreography import BrokerFigures, measure_choreography
 from benchmarks.fsync import measure_ceiling
 from benchmarks.measure import Measurement, Mode, sized, timed
-from benchmarks.subjects import Subject, hand_written, on_memory, on_sqlite
+from benchmarks.subjects import Subject, hand_written, on_memory, on_sqlite, straight_line
 
 HAND_WRITTEN = "hand-written orchestrator"
 MEMORY = "sagakit + MemoryStore"
+FLOOR = "sagakit's data, no engine"
 SQLITE = "sagakit + SQLite"
 
 
@@ -35,9 +36,11 @@ class Scenario:
 SCENARIOS = (
     Scenario(HAND_WRITTEN, Mode.SEQUENTIAL, 20_000, hand_written),
     Scenario(MEMORY, Mode.SEQUENTIAL, 2_000, on_memory),
+    Scenario(FLOOR, Mode.SEQUENTIAL, 2_000, straight_line),
     Scenario(SQLITE, Mode.SEQUENTIAL, 200, on_sqlite),
     Scenario(HAND_WRITTEN, Mode.CONCURRENT, 20_000, hand_written),
     Scenario(MEMORY, Mode.CONCURRENT, 2_000, on_memory),
+    Scenario(FLOOR, Mode.CONCURRENT, 2_000, straight_line),
     Scenario(SQLITE, Mode.CONCURRENT, 1_000, on_sqlite),
 )
 CEILING_WARMUP = 200

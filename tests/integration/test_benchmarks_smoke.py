@@ -13,7 +13,12 @@ import pytest
 pytestmark = pytest.mark.postgres  # the quick run includes the PostgreSQL benchmarks
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = ("hand-written orchestrator", "sagakit + MemoryStore", "sagakit + SQLite")
+SCENARIOS = (
+    "hand-written orchestrator",
+    "sagakit + MemoryStore",
+    "sagakit's data, no engine",
+    "sagakit + SQLite",
+)
 MODES = ("sequential", "concurrent")
 
 
