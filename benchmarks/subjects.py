@@ -82,6 +82,10 @@ class OnEngine:
             await reopened.close()
 
 
+STRAIGHT_LINE_OWNER = "straight-line"
+STRAIGHT_LINE_LEASE = 30.0
+
+
 class StraightLine:
     """The engine's own data for a saga that succeeds, made with none of the engine around it.
 
@@ -125,10 +129,6 @@ class StraightLine:
 
     async def close(self) -> int | None:
         return await whole_logs(self.store)
-
-
-STRAIGHT_LINE_OWNER = "straight-line"
-STRAIGHT_LINE_LEASE = 30.0
 
 
 async def whole_logs(store: Store) -> int:

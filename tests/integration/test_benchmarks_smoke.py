@@ -12,7 +12,6 @@ import pytest
 
 pytestmark = pytest.mark.postgres  # the quick run includes the PostgreSQL benchmarks
 
-ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = (
     "hand-written orchestrator",
     "sagakit + MemoryStore",
@@ -40,10 +39,7 @@ def _all_of(count: str) -> bool:
 
 
 @pytest.mark.timeout(180)
-def test_quick_run_reports_every_scenario_completed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.syspath_prepend(str(ROOT))  # benchmarks/ lives beside src/, not in the package
+def test_quick_run_reports_every_scenario_completed(tmp_path: Path) -> None:
     from benchmarks.cli import main
 
     output = tmp_path / "bench.md"

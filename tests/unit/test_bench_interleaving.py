@@ -4,13 +4,7 @@ fails the pooled one."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/ is beside src/
-
 from benchmarks.measure import Measurement, Mode, Run
 from benchmarks.pg_db import CpuUse
 from benchmarks.pg_fleet import WorkerSummary
@@ -40,9 +34,8 @@ def test_the_figure_of_a_fleet_measured_twice_is_the_median_of_all_its_runs() ->
 
     assert both.ok, both.problems
     assert len(both.measurement.runs) == 6
-    assert both.measurement.median == pytest.approx(
-        2500.0
-    )  # of 1,000 1,000 2,000 3,000 3,000 4,000
+    # the median of 1,000 1,000 2,000 3,000 3,000 4,000
+    assert both.measurement.median == pytest.approx(2500.0)
     assert both.measurement.sagas == 200 + 3000 + 9000
 
 

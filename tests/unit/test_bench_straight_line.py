@@ -4,11 +4,6 @@ floor for driving these data structures and not a shortcut."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/ is beside src/
-
 from benchmarks.order import RECORDS_PER_SAGA
 from benchmarks.subjects import OnEngine, StraightLine
 
