@@ -268,9 +268,15 @@ class PgResults:
 TIMES = "\u00d7"
 POLL = 0.02
 """Seconds between looks at the count of unfinished sagas while a run goes on."""
-_UNFINISHED_SQL = (
-    "SELECT count(*) FROM sagas WHERE status IN ('pending', 'running', 'compensating')"
-)
+_UNFINISHED_SQL = """SELECT 1 FROM sagas
+    WHERE created_at >= $1 AND status IN ('pending', 'running', 'compensating')
+    ORDER BY created_at DESC LIMIT 1"""
+"""A row if a saga of the run that began at ``$1`` is unfinished: the newest first, down
+``sagas_by_created``, which every schema version has (0.02 ms a look). It runs every
+:data:`POLL` seconds on the machine it measures, so it must cost little, and the same for
+every version: a count of all unfinished rows scanned the whole table where no index on
+the status is left (3.5 ms a look at 24,000 sagas: a twelfth of PostgreSQL's CPU in a
+fleet run), and less where the baseline's index on the status was."""
 _BATCH_SQL = """SELECT count(*) FILTER (WHERE status = $2), count(*), max(updated_at)
 FROM sagas WHERE created_at >= $1"""
 _WHOLE_SQL = """SELECT count(*) FROM (
@@ -412,18 +418,19 @@ async def _batch(
         count = min(settings.chunk, sagas - first)
         await asyncio.gather(*(client.start(saga, expected.order) for _ in range(count)))
     started = time.perf_counter() - clock
-    await _until_none_unfinished(monitor, clock + settings.run_timeout)
+    await _until_none_unfinished(monitor, began, clock + settings.run_timeout)
     row = await monitor.fetchrow(_BATCH_SQL, began, expected.status.value)
     assert row is not None
     ended = row[2] if row[2] is not None else time.time()
     return Run(sagas, int(row[0]), max(ended - began, 1e-9), peak), started
 
 
-async def _until_none_unfinished(monitor: Connection, deadline: float) -> None:
+async def _until_none_unfinished(monitor: Connection, began: float, deadline: float) -> None:
     """Poll the log (other processes write it, so there is nothing here to wait on) until
-    no saga is unfinished or the deadline passes; the caller checks which."""
+    no saga started since ``began`` is unfinished or the deadline passes; the caller checks
+    which."""
     while time.perf_counter() < deadline:
-        if not await monitor.fetchval(_UNFINISHED_SQL):
+        if not await monitor.fetchval(_UNFINISHED_SQL, began):
             return
         await asyncio.sleep(POLL)
 
