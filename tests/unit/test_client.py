@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 
 import pytest
@@ -24,7 +24,15 @@ from sagakit import (
     Worker,
 )
 from sagakit.log import RecordType
-from sagakit.store import ANY_INSTANCE, ANY_MESSAGE, Store, StoredSaga, StoreWrapper, Watch
+from sagakit.store import (
+    ANY_INSTANCE,
+    ANY_MESSAGE,
+    FirstCall,
+    Store,
+    StoredSaga,
+    StoreWrapper,
+    Watch,
+)
 
 FAST = Retry(attempts=3, backoff=0, jitter=0)
 
@@ -410,8 +418,11 @@ class _Idle(StoreWrapper):
         *,
         due_only: bool = True,
         known: Collection[str] | None = None,
+        first_calls: Mapping[str, FirstCall] | None = None,
     ) -> list[StoredSaga]:
-        claimed = await super().claim(owner, limit, lease, due_only=due_only, known=known)
+        claimed = await super().claim(
+            owner, limit, lease, due_only=due_only, known=known, first_calls=first_calls
+        )
         if not claimed:
             self.found_nothing.set()
         return claimed

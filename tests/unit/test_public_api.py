@@ -269,6 +269,7 @@ PUBLIC: dict[str, list[str]] = {
         "ANY_MESSAGE",
         "Count",
         "FieldEquals",
+        "FirstCall",
         "InstanceFilter",
         "MemoryStore",
         "Position",

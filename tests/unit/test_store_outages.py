@@ -319,7 +319,9 @@ async def test_a_worker_waits_out_the_database_and_hands_back_what_it_could_not(
 
 async def test_a_worker_gives_up_once_the_database_was_away_longer_than_it_allows() -> None:
     store = _Away(MemoryStore())
-    saga = _gated_saga([], asyncio.Event())
+    open_gate = asyncio.Event()
+    open_gate.set()  # the claim records the first call (claims still work): it returns
+    saga = _gated_saga([], open_gate)
     await Client(store).start(saga, {})
     store.down = True
     worker = Worker(store, [saga], poll=0.01, give_up_after=0.05)

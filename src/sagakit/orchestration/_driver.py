@@ -5,7 +5,8 @@ yet committed. Each decision reads the state, appends records, and applies them.
 write-ahead rule: a ``*_started`` record is durable before its call is made, and an outcome
 record is durable before anything depends on it (the next call, a wait, or returning).
 Records that can wait are committed with the next ones that cannot, so a three-step saga
-costs four commits.
+costs four commits (three under a worker, whose claim records the first call: see
+:class:`~sagakit.store.FirstCall`).
 
 A wait (a retry's back-off, a step waiting for a message) either happens in this process,
 or, when the engine hands waits back (workers do), ends the drive with the instance's due

@@ -37,7 +37,7 @@ from sagakit.orchestration._driver import Driver
 from sagakit.orchestration._lease import GONE, LagWatch, LeaseLost, after_lost_lease, held_until
 from sagakit.orchestration._plan import Plan, log_fields, new_saga_id, same_start
 from sagakit.orchestration._takeover import TakeoverNotes
-from sagakit.store import ANY_INSTANCE, Store, StoredSaga, Watch
+from sagakit.store import ANY_INSTANCE, FirstCall, Store, StoredSaga, Watch
 from sagakit.telemetry._switch import active as active_telemetry
 
 if TYPE_CHECKING:
@@ -151,6 +151,7 @@ class Engine:
         self.registered: list[Saga] = []
         self.known: set[str] = set()
         """The keys (``name@version``) of the sagas registered here: all it ever claims."""
+        self._first_calls: dict[str, FirstCall] = {}
         self._retries: dict[tuple[str, int], tuple[Retry, ...]] = {}
         self._active: dict[str, list[asyncio.Future[SagaResult]]] = {}
         self._drivers: dict[str, Driver] = {}
@@ -181,8 +182,11 @@ class Engine:
             return
         if not saga.steps:
             raise SagaDefinitionError(saga.name, "a saga needs at least one step")
-        self._sagas[(saga.name, saga.version)] = Plan(saga)
+        plan = self._sagas[(saga.name, saga.version)] = Plan(saga)
         self.known.add(saga.key)
+        first = plan.first_call(self._started_by)
+        if first is not None:
+            self._first_calls[saga.key] = first
         self.registered.append(saga)
         policies = tuple(step.retry_capped(self.max_attempts) for step in saga.steps)
         self._retries[(saga.name, saga.version)] = policies
@@ -278,6 +282,15 @@ class Engine:
         if stored is None:
             raise UnknownSagaError(saga_id)
         return SagaState.from_records(saga_id, stored.records)
+
+    def first_calls(self) -> dict[str, FirstCall] | None:
+        """The first calls a claim may record for the sagas registered here (see
+        :class:`~sagakit.store.FirstCall`); None while telemetry is recorded, whose drive
+        names its span in the ``*_started`` records it makes."""
+        tel = self._telemetry
+        if tel is not None and tel.recording():
+            return None
+        return self._first_calls
 
     def ours(self, rows: Iterable[Instance]) -> list[Instance]:
         """The rows of sagas registered here: the only ones this engine waits for."""

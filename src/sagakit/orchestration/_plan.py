@@ -15,6 +15,7 @@ from sagakit.log import ErrorInfo, Journal, SagaState, StepMeta, StepState
 from sagakit.log._codec import ENCODE_ERRORS, decode, encode
 from sagakit.log._fast import RecordTypes, SagaStatuses, StepKinds, StepStatuses
 from sagakit.orchestration._definition import Saga
+from sagakit.store import FirstCall
 
 CANCEL = "sagakit.cancel"
 """The inbox message that asks a running saga to compensate."""
@@ -115,6 +116,16 @@ class Plan:
             f'{{"name":{encode(saga.name)},"version":{saga.version},'
             f'"steps":{encode(self.steps_meta)},{secret}'
         )
+
+    def first_call(self, started_by: str) -> FirstCall | None:
+        """What a claim may record for a fresh instance of this saga before its driver
+        runs (``started_by``: the claimer's ``CallStarted``): its first step started, as
+        the driver would record it first, unless the saga has a deadline to check first.
+        A ``saga_started`` written by :meth:`begin` untraced begins with ``started``."""
+        if self.saga.deadline is not None:
+            return None
+        started = f'{self.head}"deadline_at":null,"input":'
+        return FirstCall(started, self.saga.steps[0].name, started_by)
 
     def begin(self, saga_id: str, input: Any, trace: str | None = None) -> Journal:
         """A new instance's journal holding its ``saga_started`` record; raises

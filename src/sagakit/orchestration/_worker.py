@@ -154,8 +154,10 @@ class Worker:
             logger.info("worker %s: the database was away for some drives; %s", self.owner, done)
 
     async def _claim(self, limit: int) -> list[StoredSaga]:
-        store = self.engine.store
-        return await store.claim(self.owner, limit, self.engine.lease, known=self.engine.known)
+        engine = self.engine
+        return await engine.store.claim(
+            self.owner, limit, engine.lease, known=engine.known, first_calls=engine.first_calls()
+        )
 
     def _spawn(self, claimed: StoredSaga) -> None:
         task = asyncio.get_running_loop().create_task(self._drive(claimed))

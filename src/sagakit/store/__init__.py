@@ -7,7 +7,15 @@ from typing import Protocol
 
 from sagakit._urls import Backend, SchemeTable, lazy, scheme_of
 from sagakit.errors import StoreError, UnsupportedDatabaseError
-from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, Store, StoredSaga, StoreWrapper, Watch
+from sagakit.store._base import (
+    ANY_INSTANCE,
+    ANY_MESSAGE,
+    FirstCall,
+    Store,
+    StoredSaga,
+    StoreWrapper,
+    Watch,
+)
 from sagakit.store._filter import ALL, Count, FieldEquals, InstanceFilter, Position
 from sagakit.store._fleet import WorkerInfo
 from sagakit.store.memory import MemoryStore
@@ -20,6 +28,7 @@ __all__ = [
     "URL_FORMS",
     "Count",
     "FieldEquals",
+    "FirstCall",
     "InstanceFilter",
     "MemoryStore",
     "Position",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from sagakit.log import Instance, Message, Record, SagaStatus
+from sagakit.log import Instance, Message, Record, RecordType, SagaStatus
 from sagakit.store._filter import ALL, Count, InstanceFilter, Position
 from sagakit.store._fleet import WorkerInfo
 
@@ -28,6 +28,37 @@ class StoredSaga:
     last_message: int = 0
     """The id of the newest message in the instance's inbox (0: none), so that an engine
     reads the inbox only when it holds something the log has not taken yet."""
+
+
+class FirstCall(NamedTuple):
+    """A fresh instance's first call, which a claim records as it takes the instance, in
+    the same transaction, sparing its driver a write (``claim(first_calls=...)``).
+
+    A claim writes it only where the driver would write that very record first: the log is
+    the ``saga_started`` record alone, the inbox is empty (a cancel would come before any
+    call), and the ``saga_started`` payload begins with :attr:`started`, the registered
+    definition with no deadline (a passed one would come first, another definition would
+    need attention). The driver then finds the call started by its own holder, and makes it.
+    """
+
+    started: str
+    """What the ``saga_started`` payload begins with: the definition's fields up to the input."""
+    step: str
+    """The first step's name."""
+    data: str
+    """The ``step_started`` payload (a ``CallStarted``): who makes the call."""
+
+    def record(self, stored: StoredSaga, at: float) -> Record | None:
+        """The ``step_started`` record a claim at ``at`` writes for ``stored``, if any."""
+        records = stored.records
+        if len(records) != 1 or stored.last_message:
+            return None
+        started = records[0]
+        if started.type is not RecordType.SAGA_STARTED or started.data is None:
+            return None
+        if not started.data.startswith(self.started):
+            return None
+        return Record(1, RecordType.STEP_STARTED, at, self.step, 1, self.data)
 
 
 class Watch(Protocol):
@@ -114,6 +145,7 @@ class Store(Protocol):
         *,
         due_only: bool = True,
         known: Collection[str] | None = None,
+        first_calls: Mapping[str, FirstCall] | None = None,
     ) -> list[StoredSaga]:
         """Lease up to ``limit`` unfinished instances to ``owner`` for ``lease`` seconds.
 
@@ -126,7 +158,9 @@ class Store(Protocol):
         PostgreSQL). Returns the instances now held, each with its log, in the same
         round trip: a worker drives what it claims, so a separate load would only repeat it.
         A ``pending`` instance taken is ``running`` from then on (its driver's first record
-        says so, and then changes no row).
+        says so, and then changes no row). With ``first_calls`` (by saga key) the claim also
+        appends a fresh instance's first ``step_started``, as :class:`FirstCall` says when,
+        and returns it with the log.
         """
         ...
 
@@ -227,8 +261,11 @@ class StoreWrapper:
         *,
         due_only: bool = True,
         known: Collection[str] | None = None,
+        first_calls: Mapping[str, FirstCall] | None = None,
     ) -> list[StoredSaga]:
-        return await self.inner.claim(owner, limit, lease, due_only=due_only, known=known)
+        return await self.inner.claim(
+            owner, limit, lease, due_only=due_only, known=known, first_calls=first_calls
+        )
 
     async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
         return await self.inner.acquire(owner, saga_id, lease)

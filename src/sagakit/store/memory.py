@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL, UNFINISHED
-from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, StoredSaga, Watch
+from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, FirstCall, StoredSaga, Watch
 from sagakit.store._filter import ALL, Count, InstanceFilter, Position, fields_match
 from sagakit.store._fleet import FORGOTTEN_AFTER, WorkerInfo
 from sagakit.store._sql import record_of
@@ -183,6 +183,7 @@ class MemoryStore:
         *,
         due_only: bool = True,
         known: Collection[str] | None = None,
+        first_calls: Mapping[str, FirstCall] | None = None,
     ) -> list[StoredSaga]:
         now = time.time()
         ready = [
@@ -198,7 +199,23 @@ class MemoryStore:
             self._lease(saga_id, owner, now + lease)
             if self._rows[saga_id].status is SagaStatus.PENDING:  # as a claim says (Store)
                 self._rows[saga_id].status = SagaStatus.RUNNING
-        return [self._stored(self._rows[saga_id]) for saga_id in taken]
+        claimed = [self._stored(self._rows[saga_id]) for saga_id in taken]
+        if not first_calls:
+            return claimed
+        return [self._first_call(stored, first_calls, now) for stored in claimed]
+
+    def _first_call(
+        self, stored: StoredSaga, first_calls: Mapping[str, FirstCall], now: float
+    ) -> StoredSaga:
+        """``stored`` with its first call recorded, where :class:`FirstCall` says so."""
+        row = self._rows[stored.instance.id]
+        call = first_calls.get(row.key)
+        record = None if call is None else call.record(stored, now)
+        if record is None:
+            return stored
+        row.log += _packed([record])
+        row.updated_at = now
+        return self._stored(row)
 
     async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
         row = self._rows.get(saga_id)

@@ -35,7 +35,15 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import suppress
 from typing import Any, NamedTuple, TypeAlias
 
@@ -46,7 +54,7 @@ from sagakit.errors import ConcurrentUpdateError, StoreError, UnknownSagaError
 from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL
 from sagakit.store import _sql
-from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, StoredSaga, Watch
+from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, FirstCall, StoredSaga, Watch
 from sagakit.store._filter import ALL, Count, FieldEquals, InstanceFilter, Position, field_values
 from sagakit.store._fleet import FORGOTTEN_AFTER, WorkerInfo, fleet_row, worker_of
 from sagakit.store._postgres_pool import RetryingPool, stale
@@ -179,7 +187,13 @@ which writes took effect. A taken ``(saga_id, seq)`` fails the whole statement.
 
 _LOCK_IN_ORDER = "SELECT 1 FROM sagas WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 
-_TAKEN_ROW = ", ".join(f"s.{column}" for column in _ROW.split(", "))
+
+def _row_of(table: str) -> str:
+    """The columns of :data:`_ROW`, each qualified by ``table``."""
+    return ", ".join(f"{table}.{column}" for column in _ROW.split(", "))
+
+
+_TAKEN_ROW = _row_of("s")
 _WITH_LOGS = f"""
 SELECT {_TAKEN_ROW},
     (SELECT coalesce(max(m.id), 0) FROM saga_inbox AS m WHERE m.saga_id = s.id),
@@ -194,20 +208,54 @@ _FREE = f"(lease_owner IS NULL OR lease_owner = $1 OR lease_expires <= {_NOW})"
 _KNOWN = "($4::text[] IS NULL OR (name || '@' || version) = ANY ($4::text[]))"
 """Only the saga keys (``name@version``) a claimer can drive, if it names them: a filter on
 the walk of the due index, which costs a row only where other applications' sagas are due."""
-_CLAIM_ALL = f"""
-WITH picked AS (
-    SELECT id, coalesce(due_at, lease_expires, created_at) AS rank FROM sagas
-    WHERE status IN {_UNFINISHED} AND {_FREE} AND {_KNOWN}
-    ORDER BY rank, id LIMIT $2
+
+
+def _claiming(picked: str) -> str:
+    """A claim of the rows ``picked`` selects (their ``id`` and ``rank``, earliest first):
+    leased, with their logs (in :data:`_WITH_LOGS`'s columns, then the rank), and with a
+    fresh one's first call recorded where the arrays ``$5``-``$8`` (a
+    :class:`~sagakit.store.FirstCall` each, by saga key) say so, at ``$9``.
+
+    The recorded call is not in the statement's own view of ``saga_log``, so it is added to
+    the rows returned. Its insert skips a position taken meanwhile (the lapsed holder of a
+    lease, writing late): the driver's own write then finds it taken and stops."""
+    return f"""
+WITH picked AS ({picked}
     FOR UPDATE SKIP LOCKED
 ), taken AS (
     UPDATE sagas AS s SET lease_owner = $1, lease_expires = {_NOW} + $3, due_at = NULL,
         status = {_STARTED}
     FROM picked WHERE s.id = picked.id
-    RETURNING {_TAKEN_ROW}, picked.rank
+    RETURNING {_TAKEN_ROW}, picked.rank,
+        (SELECT coalesce(max(m.id), 0) FROM saga_inbox AS m WHERE m.saga_id = s.id)
+            AS last_message
+), logged AS (
+    SELECT t.*, l.seq, l.type, l.at, l.step, l.attempt, l.data,
+        count(*) OVER (PARTITION BY t.id) AS records
+    FROM taken AS t LEFT JOIN saga_log AS l ON l.saga_id = t.id
+), called AS (
+    INSERT INTO saga_log (saga_id, seq, type, at, step, attempt, data)
+    SELECT g.id, 1, 'step_started', $9, c.step, 1, c.data
+    FROM logged AS g JOIN unnest($5::text[], $6::text[], $7::text[], $8::text[])
+        AS c (key, started, step, data) ON c.key = g.name || '@' || g.version
+    WHERE g.records = 1 AND g.seq = 0 AND g.last_message = 0
+        AND starts_with(g.data, c.started)
+    ON CONFLICT DO NOTHING
+    RETURNING saga_id, seq, type, at, step, attempt, data
 )
-{_WITH_LOGS.format(row="taken")} ORDER BY s.rank, s.id, l.seq
+SELECT {_row_of("g")}, g.last_message, g.seq, g.type, g.at, g.step, g.attempt, g.data, g.rank
+FROM logged AS g
+UNION ALL
+SELECT {_row_of("t")}, t.last_message, c.seq, c.type, c.at, c.step, c.attempt, c.data, t.rank
+FROM called AS c JOIN taken AS t ON t.id = c.saga_id
+ORDER BY rank, id, seq
 """
+
+
+_CLAIM_ALL = _claiming(f"""
+    SELECT id, coalesce(due_at, lease_expires, created_at) AS rank FROM sagas
+    WHERE status IN {_UNFINISHED} AND {_FREE} AND {_KNOWN}
+    ORDER BY rank, id LIMIT $2""")
 """Everything unfinished nobody holds (``resume``): rare, so a scan is fine."""
 
 
@@ -217,21 +265,11 @@ def _claim_by(column: str) -> str:
     9.6 ms with 5,000 sagas waiting). It runs with bitmap scans off: on a table not yet
     analysed the planner read all 10,000 due entries and sorted them instead (7.6 ms
     against 2.9 ms for 50 rows)."""
-    return f"""
-WITH picked AS (
+    return _claiming(f"""
     SELECT id, {column} AS rank FROM sagas
     WHERE {column} IS NOT NULL AND {column} <= {_NOW}
       AND status IN {_UNFINISHED} AND {_FREE} AND {_KNOWN}
-    ORDER BY {column} LIMIT $2
-    FOR UPDATE SKIP LOCKED
-), taken AS (
-    UPDATE sagas AS s SET lease_owner = $1, lease_expires = {_NOW} + $3, due_at = NULL,
-        status = {_STARTED}
-    FROM picked WHERE s.id = picked.id
-    RETURNING {_TAKEN_ROW}, picked.rank
-)
-{_WITH_LOGS.format(row="taken")} ORDER BY s.rank, s.id, l.seq
-"""
+    ORDER BY {column} LIMIT $2""")
 
 
 _CLAIM_DUE = _claim_by("due_at")
@@ -429,25 +467,35 @@ class PostgresStore:
         *,
         due_only: bool = True,
         known: Collection[str] | None = None,
+        first_calls: Mapping[str, FirstCall] | None = None,
     ) -> list[StoredSaga]:
         """One statement locks the rows it picks with ``FOR UPDATE SKIP LOCKED``, leases
         them and reads their logs, so concurrent claimers skip each other's picks instead of
         waiting, and a worker needs no further round trip to start driving."""
         keys = None if known is None else sorted(known)
+        calls = _first_call_columns(first_calls)
         if not due_only:
-            return await self._claim(_CLAIM_ALL, owner, limit, lease, keys)
+            return await self._claim(_CLAIM_ALL, owner, limit, lease, keys, calls)
         # Lapsed first: their sagas have waited a lease already, and behind a backlog of
         # due work they would wait until it is gone (14 sagas waited 17 s behind 524 starts).
-        taken = await self._claim(_CLAIM_LAPSED, owner, limit, lease, keys)
+        taken = await self._claim(_CLAIM_LAPSED, owner, limit, lease, keys, calls)
         if len(taken) < limit:
-            taken += await self._claim(_CLAIM_DUE, owner, limit - len(taken), lease, keys)
+            left = limit - len(taken)
+            taken += await self._claim(_CLAIM_DUE, owner, left, lease, keys, calls)
         return taken
 
     async def _claim(
-        self, sql: str, owner: str, limit: int, lease: float, keys: list[str] | None
+        self,
+        sql: str,
+        owner: str,
+        limit: int,
+        lease: float,
+        keys: list[str] | None,
+        calls: list[list[str]],
     ) -> list[StoredSaga]:
+        args = (owner, limit, lease, keys, *calls, time.time())
         with self._settings.translated():
-            rows = await self._pool.once.fetch_walking_indexes(sql, owner, limit, lease, keys)
+            rows = await self._pool.once.fetch_walking_indexes(sql, *args)
         return _stored_sagas(rows)
 
     async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
@@ -779,15 +827,25 @@ async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     still rolls back an unfinished transaction. Saves a round trip on every release."""
 
 
+def _first_call_columns(first_calls: Mapping[str, FirstCall] | None) -> list[list[str]]:
+    """The arrays ``$5``-``$8`` of a claim: each first call's saga key and fields."""
+    if not first_calls:
+        return [[], [], [], []]
+    keys = sorted(first_calls)
+    calls = [first_calls[key] for key in keys]
+    return [keys, *(list(column) for column in zip(*calls, strict=True))]
+
+
 def _stored_sagas(rows: Sequence[asyncpg.Record]) -> list[StoredSaga]:
-    """Rows of :data:`_WITH_LOGS`, grouped by instance (each instance's rows are adjacent)."""
+    """Rows of :data:`_WITH_LOGS` (a claim's also have a rank after them), grouped by
+    instance (each instance's rows are adjacent)."""
     found: list[StoredSaga] = []
     for row in rows:
         values = tuple(row)
         if not found or found[-1].instance.id != values[0]:
             found.append(StoredSaga(_sql.instance_of(values[:9]), [], values[9]))
         if values[10] is not None:  # an instance without records joins one row of NULLs
-            found[-1].records.append(_sql.record_of(values[10:]))
+            found[-1].records.append(_sql.record_of(values[10:16]))
     return [_updated_by_log(stored) for stored in found]
 
 

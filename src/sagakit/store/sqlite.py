@@ -19,7 +19,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -34,7 +34,7 @@ from sagakit.errors import (
 from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL, UNFINISHED
 from sagakit.store import _sql
-from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, StoredSaga, Watch
+from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, FirstCall, StoredSaga, Watch
 from sagakit.store._filter import ALL, Count, FieldEquals, InstanceFilter, Position
 from sagakit.store._fleet import FORGOTTEN_AFTER, WorkerInfo, fleet_row, worker_of
 from sagakit.store._watchers import Watchers
@@ -290,6 +290,7 @@ class SqliteStore:
         *,
         due_only: bool = True,
         known: Collection[str] | None = None,
+        first_calls: Mapping[str, FirstCall] | None = None,
     ) -> list[StoredSaga]:
         due = f"AND {_DUE}" if due_only else ""
         keys = sorted(known) if known is not None else []
@@ -308,7 +309,10 @@ class SqliteStore:
                 " status = CASE status WHEN 'pending' THEN 'running' ELSE status END WHERE id = ?",
                 [(owner, now + lease, saga_id) for saga_id in ids],
             )
-            return [stored for saga_id in ids if (stored := _load(conn, saga_id)) is not None]
+            taken = [stored for saga_id in ids if (stored := _load(conn, saga_id)) is not None]
+            if not first_calls:
+                return taken
+            return [_first_call(conn, stored, first_calls, now) for stored in taken]
 
         taken: list[StoredSaga] = await self._write(_Do(claim))
         return taken
@@ -573,6 +577,21 @@ def _one_by_one(conn: sqlite3.Connection, writes: list[_Write]) -> list[_sql.Set
             outcomes.append((False, error))
         conn.execute("RELEASE w")
     return outcomes
+
+
+def _first_call(
+    conn: sqlite3.Connection, stored: StoredSaga, first_calls: Mapping[str, FirstCall], at: float
+) -> StoredSaga:
+    """``stored`` with its first call recorded, where :class:`FirstCall` says so."""
+    instance = stored.instance
+    call = first_calls.get(f"{instance.name}@{instance.version}")
+    record = None if call is None else call.record(stored, at)
+    if record is None:
+        return stored
+    conn.executemany(_INSERT_LOG, _sql.log_rows(instance.id, [record]))
+    conn.execute("UPDATE sagas SET updated_at = ? WHERE id = ?", (at, instance.id))
+    instance = instance._replace(updated_at=at)
+    return StoredSaga(instance, [*stored.records, record], stored.last_message)
 
 
 def _load(conn: sqlite3.Connection, saga_id: str) -> StoredSaga | None:

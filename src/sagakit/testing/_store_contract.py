@@ -22,7 +22,7 @@ from sagakit._retry import Retry
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import Instance, Record, RecordType, SagaState, SagaStatus
 from sagakit.orchestration import CompensationContext, Engine, Saga, StepContext
-from sagakit.store import InstanceFilter, Store, StoredSaga
+from sagakit.store import FirstCall, InstanceFilter, Store, StoredSaga
 from sagakit.store._base import ANY_INSTANCE, Watch
 from sagakit.store._fleet import FORGOTTEN_AFTER, WorkerInfo
 from sagakit.testing._query_contract import QueryContract
@@ -368,6 +368,50 @@ class SchedulingContract:
         assert claimed.records == log
         stored = await store.load("fresh")
         assert stored is not None and stored.instance.status is SagaStatus.RUNNING
+
+    async def test_a_claim_records_a_fresh_instances_first_call_where_it_may(
+        self, store: Store
+    ) -> None:
+        """Only where the driver's first record would be that very call: a log holding
+        ``saga_started`` alone, beginning as the call says, and an empty inbox."""
+        due = instance("due")._replace(due_at=time.time() - 1)
+        for saga_id, version in [
+            ("fresh", 1),
+            ("messaged", 1),
+            ("started", 1),
+            ("other-definition", 2),
+            ("not-asked-for", 3),
+        ]:
+            await store.create(due._replace(id=saga_id, version=version), [started()])
+        await store.send("messaged", "sagakit.cancel", "{}")
+        await store.append("started", [step_record(1)], SagaStatus.RUNNING)
+        head = '{"name":"contract","version":1,"steps":[],"deadline_at":null,"input":'
+        call = FirstCall(head, "charge", '{"holder":"w1"}')
+        calls = {"contract@1": call, "contract@2": call._replace(started='{"name":"other"')}
+        before = time.time()
+        claimed = {s.instance.id: s for s in await store.claim("w1", 10, 30.0, first_calls=calls)}
+        assert len(claimed) == 5
+        first = claimed["fresh"].records[1]
+        assert (first.seq, first.type, first.step, first.attempt, first.data) == (
+            1,
+            RecordType.STEP_STARTED,
+            "charge",
+            1,
+            '{"holder":"w1"}',
+        )
+        assert before <= first.at <= time.time()
+        for saga_id, records in [
+            ("fresh", 2),
+            ("messaged", 1),
+            ("started", 2),
+            ("other-definition", 1),
+            ("not-asked-for", 1),
+        ]:
+            assert len(claimed[saga_id].records) == records, saga_id
+            assert claimed[saga_id] == await store.load(saga_id), saga_id
+        with pytest.raises(ConcurrentUpdateError):
+            await store.append("fresh", [step_record(1)], SagaStatus.RUNNING)
+        await store.append("fresh", [step_record(2, RecordType.STEP_SUCCEEDED)], SagaStatus.RUNNING)
 
     async def test_claim_respects_the_limit(self, store: Store) -> None:
         for i in range(5):
