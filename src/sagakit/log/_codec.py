@@ -53,3 +53,13 @@ def decode(text: str) -> Any:
     if end != len(text):  # trailing whitespace is allowed, anything else is an error
         return json.loads(text)
     return value
+
+
+def is_last_value(text: str, start: int) -> bool:
+    """Whether one JSON value begins at ``start`` and ends right before the last character
+    of ``text`` (the closing brace of the object it is the last value of)."""
+    try:
+        _, end = _scan_once(text, start)
+    except (StopIteration, ValueError):  # not JSON there: whoever decodes it says why
+        return False
+    return end == len(text) - 1 and text[-1] == "}"

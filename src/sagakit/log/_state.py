@@ -138,10 +138,15 @@ class SagaState:
         return Results(self.raw_results)
 
     @classmethod
-    def from_records(cls, saga_id: str, records: Iterable[Record]) -> SagaState:
+    def from_records(
+        cls, saga_id: str, records: Iterable[Record], started: dict[str, Any] | None = None
+    ) -> SagaState:
+        """The state ``records`` fold to; ``started`` may carry the ``saga_started``
+        record's fields already read, as :meth:`apply` takes them."""
         state = cls(saga_id)
         for record in records:
-            state.apply(record)
+            state.apply(record, started)
+            started = None
         return state
 
     @property

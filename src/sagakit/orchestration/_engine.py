@@ -496,16 +496,22 @@ class Engine:
             journal.add(RecordTypes.CALL_TAKEN_OVER, started.step, started.attempt, payload)
 
     async def _resume(self, stored: StoredSaga) -> SagaResult:
-        saga_id = stored.instance.id
-        journal = Journal(SagaState.from_records(saga_id, stored.records))
+        instance, records = stored.instance, stored.records
+        saga_id = instance.id
+        registered = self._sagas.get((instance.name, instance.version))
+        started = None
+        if registered is not None and records and records[0].data is not None:
+            started = registered.started_fields(records[0].data)  # None: as any reader does
+        journal = Journal(SagaState.from_records(saga_id, records, started))
         state = journal.state
-        if state.status.is_terminal:
+        if state.status in TERMINAL:
             return SagaResult.of(state)
         plan = self._sagas.get((state.name, state.version))
         if plan is None:  # never claimed as such; asked for by id: touch nothing
             known = sorted(self.known)
             raise UnregisteredSagaError(state.name, state.version, known)
-        reason = _unfit(state, plan)
+        fits = started is not None and plan is registered  # it was started as registered
+        reason = None if fits else _unfit(state, plan)
         if reason is not None:
             attention: Attention = {"reason": reason, "failed": []}
             journal.add(RecordTypes.SAGA_NEEDS_ATTENTION, data=encode(attention))
@@ -523,8 +529,9 @@ class Engine:
         tel = self._telemetry
         if tel is not None and tel.recording():
             self._traced(driver, tel, True)
-        if state.records[-1].type is not RecordTypes.SAGA_STARTED:  # a new one has no call
-            self._note_takeover(journal)
+        last = state.records[-1]
+        if last.type is not RecordTypes.SAGA_STARTED and last.data != self._started_by:
+            self._note_takeover(journal)  # a call in flight started by another holder
         driver.check_inbox = stored.last_message > state.last_message  # woken by a message?
         return await self._drive(driver)
 

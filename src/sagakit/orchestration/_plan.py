@@ -12,7 +12,7 @@ from typing import Any
 
 from sagakit.errors import SagaIdConflictError, SerializationError, StepTimeoutError
 from sagakit.log import ErrorInfo, Journal, SagaState, StepMeta, StepState
-from sagakit.log._codec import ENCODE_ERRORS, decode, encode
+from sagakit.log._codec import ENCODE_ERRORS, decode, encode, is_last_value
 from sagakit.log._fast import RecordTypes, SagaStatuses, StepKinds, StepStatuses
 from sagakit.orchestration._definition import Saga
 from sagakit.store import FirstCall
@@ -111,21 +111,40 @@ class Plan:
         self.steps_meta: list[StepMeta] = [
             {"name": s.name, "kind": s.kind.value} for s in saga.steps
         ]
+        self._untimed_fields: dict[str, Any] = {
+            "name": saga.name,
+            "version": saga.version,
+            "steps": self.steps_meta,
+            "deadline_at": None,
+        }
+        if saga.redact:
+            self._untimed_fields["redact"] = saga.redact
         secret = f'"redact":{encode(list(saga.redact))},' if saga.redact else ""
         self.head = (
             f'{{"name":{encode(saga.name)},"version":{saga.version},'
             f'"steps":{encode(self.steps_meta)},{secret}'
         )
+        self.untimed = f'{self.head}"deadline_at":null,"input":'
+        """How a ``saga_started`` payload that :meth:`begin` wrote for this definition, with
+        no deadline and no trace, begins: all of it but the input and the closing brace."""
 
     def first_call(self, started_by: str) -> FirstCall | None:
         """What a claim may record for a fresh instance of this saga before its driver
         runs (``started_by``: the claimer's ``CallStarted``): its first step started, as
-        the driver would record it first, unless the saga has a deadline to check first.
-        A ``saga_started`` written by :meth:`begin` untraced begins with ``started``."""
+        the driver would record it first, unless the saga has a deadline to check first."""
         if self.saga.deadline is not None:
             return None
-        started = f'{self.head}"deadline_at":null,"input":'
-        return FirstCall(started, self.saga.steps[0].name, started_by)
+        return FirstCall(self.untimed, self.saga.steps[0].name, started_by)
+
+    def started_fields(self, data: str) -> dict[str, Any] | None:
+        """A ``saga_started`` payload's fields as :meth:`SagaState.begin` takes them, if
+        :meth:`begin` wrote it for this definition with no deadline or trace (None
+        otherwise): the definition's own, and the input's text as it stands, scanned but
+        neither decoded into the state nor encoded again, as a worker resumes every saga."""
+        untimed = self.untimed
+        if not data.startswith(untimed) or not is_last_value(data, len(untimed)):
+            return None
+        return {**self._untimed_fields, "input_json": data[len(untimed) : -1]}
 
     def begin(self, saga_id: str, input: Any, trace: str | None = None) -> Journal:
         """A new instance's journal holding its ``saga_started`` record; raises
