@@ -89,6 +89,7 @@ plan made while the table was small kept doing so as it grew (0.3 to 0.8 ms a sa
 each batch is planned anew, for a few microseconds a saga."""
 
 _UNFINISHED = "('pending', 'running', 'compensating')"
+_TERMINAL = f"({', '.join(sorted(repr(status.value) for status in TERMINAL))})"
 _NOW = "extract(epoch FROM now())::float8"
 
 
@@ -153,20 +154,22 @@ WITH created AS (
     SELECT * FROM unnest($1::sagas[])
     ON CONFLICT (id) DO NOTHING
     RETURNING id
+), appended AS (
+    SELECT id, status, updated_at AS at, status IN {_TERMINAL} AS terminal
+    FROM unnest($2::sagas[])
 ), updated AS (
     UPDATE sagas AS s SET status = u.status, updated_at = u.at,
         due_at = CASE WHEN u.terminal THEN NULL ELSE s.due_at END,
         lease_owner = CASE WHEN u.terminal THEN NULL ELSE s.lease_owner END,
         lease_expires = CASE WHEN u.terminal THEN NULL ELSE s.lease_expires END
-    FROM unnest($2::text[], $3::text[], $4::float8[], $5::boolean[])
-        AS u (id, status, at, terminal)
+    FROM appended AS u
     WHERE s.id = u.id AND s.status <> u.status
     RETURNING s.id
 ), known AS (
-    SELECT id FROM sagas WHERE id = ANY($2::text[])
+    SELECT s.id FROM appended AS u JOIN sagas AS s ON s.id = u.id
 ), logged AS (
     INSERT INTO saga_log (saga_id, seq, type, at, step, attempt, data)
-    SELECT * FROM unnest($6::saga_log[]) AS l
+    SELECT * FROM unnest($3::saga_log[]) AS l
     WHERE l.saga_id IN (SELECT id FROM created UNION ALL SELECT id FROM known)
 )
 SELECT array(SELECT id FROM created), array(SELECT id FROM known),
@@ -792,8 +795,9 @@ def _outcomes(writes: list[_Write], created: set[str], updated: set[str]) -> lis
 
 
 def _arrays(writes: list[_Write]) -> list[Sequence[Any]]:
-    """The arguments of :data:`_WRITE`: the new instances as ``sagas`` rows, the status of
-    each append as four column arrays, the log rows as ``saga_log`` rows.
+    """The arguments of :data:`_WRITE`: the new instances, and each append's id, status and
+    time, as ``sagas`` rows (the latter with the other fields empty); the log rows as
+    ``saga_log`` rows.
 
     Whole rows (PostgreSQL's row types of the two tables) rather than a column array
     each: asyncpg asks of every element of an array whether it is itself an array (an
@@ -801,25 +805,21 @@ def _arrays(writes: list[_Write]) -> list[Sequence[Any]]:
     column; that check was 6 % of a worker's time. A column added to either table is
     a field added here."""
     instances: list[Instance] = []
-    updates: list[tuple[str, str, float, bool]] = []
+    appends: list[tuple[Any, ...]] = []
     log: list[tuple[Any, ...]] = []
     for write in writes:
         saga_id = write.saga_id
         if isinstance(write, _Create):
             instances.append(write.instance)
         else:
-            status = write.status
-            updates.append((saga_id, status.value, write.records[-1].at, status in TERMINAL))
+            at = write.records[-1].at
+            appends.append((saga_id, None, None, write.status.value, None, at, None, None, None))
         log += _sql.log_rows(saga_id, write.records)
-    return [instances, *_columns(updates, 4), log]
+    return [instances, appends, log]
 
 
 def _seqs(write: _Write) -> list[int]:
     return [record.seq for record in write.records]
-
-
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[Sequence[Any]]:
-    return list(zip(*rows, strict=True)) if rows else [()] * width
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
