@@ -213,8 +213,9 @@ _KNOWN = "($4::text[] IS NULL OR (name || '@' || version) = ANY ($4::text[]))"
 the walk of the due index, which costs a row only where other applications' sagas are due."""
 
 
-def _claiming(picked: str) -> str:
-    """A claim of the rows ``picked`` selects (their ``id`` and ``rank``, earliest first):
+def _claiming(picks: str) -> str:
+    """A claim of the rows ``picks`` (the statement's first queries, locking the rows they
+    pick, the last named ``picked``) select by ``id`` and ``rank``, earliest first:
     leased, with their logs (in :data:`_WITH_LOGS`'s columns, then the rank), and with a
     fresh one's first call recorded where the arrays ``$5``-``$8`` (a
     :class:`~sagakit.store.FirstCall` each, by saga key) say so, at ``$9``.
@@ -223,8 +224,7 @@ def _claiming(picked: str) -> str:
     the rows returned. Its insert skips a position taken meanwhile (the lapsed holder of a
     lease, writing late): the driver's own write then finds it taken and stops."""
     return f"""
-WITH picked AS ({picked}
-    FOR UPDATE SKIP LOCKED
+WITH {picks}
 ), taken AS (
     UPDATE sagas AS s SET lease_owner = $1, lease_expires = {_NOW} + $3, due_at = NULL,
         status = {_STARTED}
@@ -255,29 +255,44 @@ ORDER BY rank, id, seq
 """
 
 
-_CLAIM_ALL = _claiming(f"""
+_CLAIM_ALL = _claiming(f"""picked AS (
     SELECT id, coalesce(due_at, lease_expires, created_at) AS rank FROM sagas
     WHERE status IN {_UNFINISHED} AND {_FREE} AND {_KNOWN}
-    ORDER BY rank, id LIMIT $2""")
+    ORDER BY rank, id LIMIT $2
+    FOR UPDATE SKIP LOCKED""")
 """Everything unfinished nobody holds (``resume``): rare, so a scan is fine."""
 
 
-def _claim_by(column: str) -> str:
-    """Claim the rows whose ``column`` time has come, walking that column's partial index
-    in order (a plain ``ORDER BY coalesce(...)`` sorted the whole backlog at every claim:
-    9.6 ms with 5,000 sagas waiting). It runs with bitmap scans off: on a table not yet
-    analysed the planner read all 10,000 due entries and sorted them instead (7.6 ms
-    against 2.9 ms for 50 rows)."""
-    return _claiming(f"""
+def _come(column: str, limit: str, besides: str = "") -> str:
+    """Rows whose ``column`` time has come, locked, up to ``limit``: a walk of that
+    column's partial index in order (a plain ``ORDER BY coalesce(...)`` sorted the whole
+    backlog at every claim: 9.6 ms with 5,000 sagas waiting), with bitmap scans off: on a
+    table not yet analysed the planner read all 10,000 due entries and sorted them instead
+    (7.6 ms against 2.9 ms for 50 rows)."""
+    return f"""
     SELECT id, {column} AS rank FROM sagas
     WHERE {column} IS NOT NULL AND {column} <= {_NOW}
-      AND status IN {_UNFINISHED} AND {_FREE} AND {_KNOWN}
-    ORDER BY {column} LIMIT $2""")
+      AND status IN {_UNFINISHED} AND {_FREE} AND {_KNOWN}{besides}
+    ORDER BY {column} LIMIT {limit}
+    FOR UPDATE SKIP LOCKED"""
 
 
-_CLAIM_DUE = _claim_by("due_at")
-_CLAIM_LAPSED = _claim_by("lease_expires")
-"""Instances whose driver stopped renewing (it died): due for others."""
+_CLAIM_DUE = _claiming(f"""lapsed AS ({_come("lease_expires", "$2")}
+), due AS ({
+    _come(
+        "due_at",
+        "$2 - (SELECT count(*) FROM lapsed)",
+        " AND id NOT IN (SELECT id FROM lapsed)",
+    )
+}
+), picked AS (
+    SELECT * FROM lapsed UNION ALL SELECT * FROM due""")
+"""What has come due, in one statement (one round trip, one commit): the instances whose
+driver stopped renewing (it died) first, as they have waited a lease already, and behind a
+backlog of due work they would wait until it is gone (14 sagas waited 17 s behind 524
+starts); then the due ones, up to the limit. The lapsed are this transaction's own locks,
+which ``SKIP LOCKED`` would not skip, so the second walk leaves them out by name."""
+
 _ACQUIRE = f"""UPDATE sagas SET lease_owner = $1, lease_expires = {_NOW} + $3, due_at = NULL
     WHERE id = $2 AND {_FREE} RETURNING id"""
 _RENEW = f"""
@@ -476,27 +491,8 @@ class PostgresStore:
         them and reads their logs, so concurrent claimers skip each other's picks instead of
         waiting, and a worker needs no further round trip to start driving."""
         keys = None if known is None else sorted(known)
-        calls = _first_call_columns(first_calls)
-        if not due_only:
-            return await self._claim(_CLAIM_ALL, owner, limit, lease, keys, calls)
-        # Lapsed first: their sagas have waited a lease already, and behind a backlog of
-        # due work they would wait until it is gone (14 sagas waited 17 s behind 524 starts).
-        taken = await self._claim(_CLAIM_LAPSED, owner, limit, lease, keys, calls)
-        if len(taken) < limit:
-            left = limit - len(taken)
-            taken += await self._claim(_CLAIM_DUE, owner, left, lease, keys, calls)
-        return taken
-
-    async def _claim(
-        self,
-        sql: str,
-        owner: str,
-        limit: int,
-        lease: float,
-        keys: list[str] | None,
-        calls: list[list[str]],
-    ) -> list[StoredSaga]:
-        args = (owner, limit, lease, keys, *calls, time.time())
+        sql = _CLAIM_DUE if due_only else _CLAIM_ALL
+        args = (owner, limit, lease, keys, *_first_call_columns(first_calls), time.time())
         with self._settings.translated():
             rows = await self._pool.once.fetch_walking_indexes(sql, *args)
         return _stored_sagas(rows)

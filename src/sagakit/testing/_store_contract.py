@@ -340,6 +340,14 @@ class SchedulingContract:
         claimed = ids(await store.claim("alive", 5, 30.0))
         assert len(claimed) == 5 and "orphan" in claimed
 
+    async def test_an_instance_both_lapsed_and_due_is_claimed_once(self, store: Store) -> None:
+        await store.create(instance("both"), [started()])
+        assert await store.acquire("dead", "both", -1.0)  # lapsed a second ago
+        await store.send("both", "nudge", "1")  # and due now
+        claimed = await store.claim("alive", 10, 30.0)
+        assert ids(claimed) == ["both"]
+        assert claimed[0].instance.lease_owner == "alive"
+
     async def test_claim_returns_each_instance_as_load_would(self, store: Store) -> None:
         """A worker drives what it claims without loading it again, so the claim must
         return the whole log, the lease just taken and the newest message's id."""
