@@ -51,7 +51,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from sagakit.errors import ConcurrentUpdateError, StoreError, UnknownSagaError
-from sagakit.log import Instance, Message, Record, SagaStatus
+from sagakit.log import Instance, Message, Record, RecordType, SagaStatus
 from sagakit.log._records import TERMINAL
 from sagakit.store import _sql
 from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, FirstCall, StoredSaga, Watch
@@ -220,9 +220,10 @@ def _claiming(picks: str) -> str:
     fresh one's first call recorded where the arrays ``$5``-``$8`` (a
     :class:`~sagakit.store.FirstCall` each, by saga key) say so, at ``$9``.
 
-    The recorded call is not in the statement's own view of ``saga_log``, so it is added to
-    the rows returned. Its insert skips a position taken meanwhile (the lapsed holder of a
-    lease, writing late): the driver's own write then finds it taken and stops."""
+    The recorded call is not in the statement's own view of ``saga_log``: each row says
+    whether it was recorded, and the caller adds it. Its insert skips a position taken
+    meanwhile (the lapsed holder of a lease, writing late): the driver's own write then
+    finds it taken and stops."""
     return f"""
 WITH {picks}
 ), taken AS (
@@ -231,27 +232,23 @@ WITH {picks}
     FROM picked WHERE s.id = picked.id
     RETURNING {_TAKEN_ROW}, picked.rank,
         (SELECT coalesce(max(m.id), 0) FROM saga_inbox AS m WHERE m.saga_id = s.id)
-            AS last_message
+            AS last_message,
+        (SELECT max(l.seq) FROM saga_log AS l WHERE l.saga_id = s.id) AS newest
 ), logged AS (
-    SELECT t.*, l.seq, l.type, l.at, l.step, l.attempt, l.data,
-        count(*) OVER (PARTITION BY t.id) AS records
+    SELECT t.*, l.seq, l.type, l.at, l.step, l.attempt, l.data
     FROM taken AS t LEFT JOIN saga_log AS l ON l.saga_id = t.id
 ), called AS (
     INSERT INTO saga_log (saga_id, seq, type, at, step, attempt, data)
     SELECT g.id, 1, 'step_started', $9, c.step, 1, c.data
     FROM logged AS g JOIN unnest($5::text[], $6::text[], $7::text[], $8::text[])
         AS c (key, started, step, data) ON c.key = g.name || '@' || g.version
-    WHERE g.records = 1 AND g.seq = 0 AND g.last_message = 0
-        AND starts_with(g.data, c.started)
+    WHERE g.newest = 0 AND g.last_message = 0 AND starts_with(g.data, c.started)
     ON CONFLICT DO NOTHING
-    RETURNING saga_id, seq, type, at, step, attempt, data
+    RETURNING saga_id
 )
-SELECT {_row_of("g")}, g.last_message, g.seq, g.type, g.at, g.step, g.attempt, g.data, g.rank
-FROM logged AS g
-UNION ALL
-SELECT {_row_of("t")}, t.last_message, c.seq, c.type, c.at, c.step, c.attempt, c.data, t.rank
-FROM called AS c JOIN taken AS t ON t.id = c.saga_id
-ORDER BY rank, id, seq
+SELECT {_row_of("g")}, g.last_message, g.seq, g.type, g.at, g.step, g.attempt, g.data,
+    g.id IN (SELECT saga_id FROM called)
+FROM logged AS g ORDER BY g.rank, g.id, g.seq
 """
 
 
@@ -492,10 +489,17 @@ class PostgresStore:
         waiting, and a worker needs no further round trip to start driving."""
         keys = None if known is None else sorted(known)
         sql = _CLAIM_DUE if due_only else _CLAIM_ALL
-        args = (owner, limit, lease, keys, *_first_call_columns(first_calls), time.time())
+        at = time.time()
+        args = (owner, limit, lease, keys, *_first_call_columns(first_calls), at)
         with self._settings.translated():
             rows = await self._pool.once.fetch_walking_indexes(sql, *args)
-        return _stored_sagas(rows)
+        claimed = _grouped(rows)
+        if first_calls:
+            called = {row[0] for row in rows if row[16]}
+            for stored in claimed:
+                if stored.instance.id in called:
+                    _add_first_call(stored, first_calls, at)
+        return [_updated_by_log(stored) for stored in claimed]
 
     async def acquire(self, owner: str, saga_id: str, lease: float) -> bool:
         with self._settings.translated():
@@ -833,8 +837,13 @@ def _first_call_columns(first_calls: Mapping[str, FirstCall] | None) -> list[lis
 
 
 def _stored_sagas(rows: Sequence[asyncpg.Record]) -> list[StoredSaga]:
-    """Rows of :data:`_WITH_LOGS` (a claim's also have a rank after them), grouped by
-    instance (each instance's rows are adjacent)."""
+    """Rows of :data:`_WITH_LOGS`, grouped by instance (each instance's rows are adjacent)."""
+    return [_updated_by_log(stored) for stored in _grouped(rows)]
+
+
+def _grouped(rows: Sequence[asyncpg.Record]) -> list[StoredSaga]:
+    """What :func:`_stored_sagas` returns, but for each row's ``updated_at`` (a claim's
+    rows have one more column, and its caller adds the calls it recorded first)."""
     found: list[StoredSaga] = []
     for row in rows:
         values = tuple(row)
@@ -842,7 +851,14 @@ def _stored_sagas(rows: Sequence[asyncpg.Record]) -> list[StoredSaga]:
             found.append(StoredSaga(_sql.instance_of(values[:9]), [], values[9]))
         if values[10] is not None:  # an instance without records joins one row of NULLs
             found[-1].records.append(_sql.record_of(values[10:16]))
-    return [_updated_by_log(stored) for stored in found]
+    return found
+
+
+def _add_first_call(stored: StoredSaga, first_calls: Mapping[str, FirstCall], at: float) -> None:
+    """Add to ``stored`` the first call its claim recorded (see :func:`_claiming`)."""
+    instance = stored.instance
+    call = first_calls[f"{instance.name}@{instance.version}"]
+    stored.records.append(Record(1, RecordType.STEP_STARTED, at, call.step, 1, call.data))
 
 
 def _updated_by_log(stored: StoredSaga) -> StoredSaga:
