@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import json_values
 
 from sagakit.bus import Event, event_schema
 from sagakit.bus._event import ATTRIBUTES, END_TIME, MIN_TIME
@@ -337,15 +338,6 @@ def test_a_string_data_is_kept_as_a_string_not_decoded_again() -> None:
 
 # ------------------------------------------------------------------ properties
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=20,
-)
 names = st.text(min_size=1, max_size=40)
 extension_names = st.from_regex(r"[a-z0-9]{1,20}", fullmatch=True).filter(
     lambda name: name not in ATTRIBUTES

@@ -9,21 +9,12 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import json_values
 
 from sagakit import Saga, SagaState, StepContext
 from sagakit.log import Record
 from sagakit.log._codec import encode
 from sagakit.orchestration._plan import Plan
-
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
-    max_leaves=12,
-)
 
 
 def saga(
@@ -40,7 +31,7 @@ def started_record(plan: Plan, value: Any, trace: str | None = None) -> Record:
     return journal.take()[0]
 
 
-@given(JSON, st.sampled_from([(), ("card",)]))
+@given(json_values, st.sampled_from([(), ("card",)]))
 def test_the_definitions_reading_folds_the_state_any_reader_folds(
     value: Any, redact: tuple[str, ...]
 ) -> None:

@@ -111,7 +111,7 @@ class Plan:
         self.steps_meta: list[StepMeta] = [
             {"name": s.name, "kind": s.kind.value} for s in saga.steps
         ]
-        self._untimed_fields: dict[str, Any] = {
+        self._untimed_fields: dict[str, Any] = {  # as SagaState.begin takes them
             "name": saga.name,
             "version": saga.version,
             "steps": self.steps_meta,
@@ -158,15 +158,7 @@ class Plan:
         deadline_at = None if self.saga.deadline is None else now + self.saga.deadline
         head = self.head if trace is None else f'{self.head}"trace":{encode(trace)},'
         data = f'{head}"deadline_at":{encode(deadline_at)},"input":{encoded}}}'
-        started = {
-            "name": self.saga.name,
-            "version": self.saga.version,
-            "steps": self.steps_meta,
-            "deadline_at": deadline_at,
-            "input_json": encoded,
-        }
-        if self.saga.redact:
-            started["redact"] = self.saga.redact
+        started = {**self._untimed_fields, "deadline_at": deadline_at, "input_json": encoded}
         if trace is not None:
             started["trace"] = trace
         return Journal.begin(saga_id, data, now, started)

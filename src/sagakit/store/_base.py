@@ -58,6 +58,10 @@ class FirstCall(NamedTuple):
             return None
         if not started.data.startswith(self.started):
             return None
+        return self.made_at(at)
+
+    def made_at(self, at: float) -> Record:
+        """The ``step_started`` record of this call, recorded at ``at``."""
         return Record(1, RecordType.STEP_STARTED, at, self.step, 1, self.data)
 
 

@@ -51,7 +51,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from sagakit.errors import ConcurrentUpdateError, StoreError, UnknownSagaError
-from sagakit.log import Instance, Message, Record, RecordType, SagaStatus
+from sagakit.log import Instance, Message, Record, SagaStatus
 from sagakit.log._records import TERMINAL
 from sagakit.store import _sql
 from sagakit.store._base import ANY_INSTANCE, ANY_MESSAGE, FirstCall, StoredSaga, Watch
@@ -857,8 +857,7 @@ def _grouped(rows: Sequence[asyncpg.Record]) -> list[StoredSaga]:
 def _add_first_call(stored: StoredSaga, first_calls: Mapping[str, FirstCall], at: float) -> None:
     """Add to ``stored`` the first call its claim recorded (see :func:`_claiming`)."""
     instance = stored.instance
-    call = first_calls[f"{instance.name}@{instance.version}"]
-    stored.records.append(Record(1, RecordType.STEP_STARTED, at, call.step, 1, call.data))
+    stored.records.append(first_calls[f"{instance.name}@{instance.version}"].made_at(at))
 
 
 def _updated_by_log(stored: StoredSaga) -> StoredSaga:
