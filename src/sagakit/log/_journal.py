@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sagakit.log._fast import RecordTypes
+from sagakit.log._fast import RecordTypes, SagaStatuses
 from sagakit.log._records import Instance, Record, RecordType
 from sagakit.log._state import SagaState
 
@@ -43,6 +43,16 @@ class Journal:
         journal.state.apply(record, started)
         journal.pending.append(record)
         return journal
+
+    @staticmethod
+    def opening(
+        saga_id: str, name: str, version: int, data: str, at: float
+    ) -> tuple[Instance, Record]:
+        """A new instance's row, pending and due at once, and its ``saga_started`` record,
+        as :meth:`begin` and :meth:`new_instance` would make them, but with no state folded:
+        a client that only records the start never reads one (its steps, its input)."""
+        record = _new_record(Record, (0, RecordTypes.SAGA_STARTED, at, None, 0, data))
+        return Instance(saga_id, name, version, SagaStatuses.PENDING, at, at, at), record
 
     def add(
         self,

@@ -107,12 +107,11 @@ class Client:
         if tel is not None and not tel.recording():
             tel = None
         trace = None if tel is None else tel.start_trace(saga.name, saga_id)
-        journal = self._plan(saga).begin(saga_id, input, trace)
-        row = journal.new_instance(due_at=journal.state.records[0].at)
-        records = journal.take()
+        row, record = self._plan(saga).opening(saga_id, input, trace)
         deadline = time.monotonic() + self.wait_for_store
-        if not await self._patiently(lambda: self.store.create(row, records), deadline):
-            same_start(await self._patiently(lambda: self.state(saga_id), deadline), journal.state)
+        if not await self._patiently(lambda: self.store.create(row, [record]), deadline):
+            existing = await self._patiently(lambda: self.state(saga_id), deadline)
+            same_start(existing, SagaState.from_records(saga_id, [record]))
         elif tel is not None:
             tel.saga_started(saga.name, saga.version)
         return saga_id

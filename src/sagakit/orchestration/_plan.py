@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sagakit.errors import SagaIdConflictError, SerializationError, StepTimeoutError
-from sagakit.log import ErrorInfo, Journal, SagaState, StepMeta, StepState
+from sagakit.log import ErrorInfo, Instance, Journal, Record, SagaState, StepMeta, StepState
 from sagakit.log._codec import ENCODE_ERRORS, decode, encode, is_last_value
 from sagakit.log._fast import RecordTypes, SagaStatuses, StepKinds, StepStatuses
 from sagakit.orchestration._definition import Saga
@@ -150,6 +150,23 @@ class Plan:
         """A new instance's journal holding its ``saga_started`` record; raises
         :class:`SerializationError` if ``input`` is not JSON, having recorded nothing.
         ``trace``: the ``traceparent`` the saga was started in, kept when given."""
+        encoded, data, now, deadline_at = self._started(input, trace)
+        started = {**self._untimed_fields, "deadline_at": deadline_at, "input_json": encoded}
+        if trace is not None:
+            started["trace"] = trace
+        return Journal.begin(saga_id, data, now, started)
+
+    def opening(
+        self, saga_id: str, input: Any, trace: str | None = None
+    ) -> tuple[Instance, Record]:
+        """What :meth:`begin` records, as a new instance's row (due now) and its
+        ``saga_started`` record, with no state folded: a client starting a saga for a
+        worker to drive stores these two and reads nothing back."""
+        data, now = self._started(input, trace)[1:3]
+        return Journal.opening(saga_id, self.saga.name, self.saga.version, data, now)
+
+    def _started(self, input: Any, trace: str | None) -> tuple[str, str, float, float | None]:
+        """The input's JSON, the ``saga_started`` payload around it, when, and the deadline."""
         try:
             encoded = encode(input)
         except ENCODE_ERRORS as error:
@@ -157,11 +174,12 @@ class Plan:
         now = time.time()
         deadline_at = None if self.saga.deadline is None else now + self.saga.deadline
         head = self.head if trace is None else f'{self.head}"trace":{encode(trace)},'
-        data = f'{head}"deadline_at":{encode(deadline_at)},"input":{encoded}}}'
-        started = {**self._untimed_fields, "deadline_at": deadline_at, "input_json": encoded}
-        if trace is not None:
-            started["trace"] = trace
-        return Journal.begin(saga_id, data, now, started)
+        return (
+            encoded,
+            f'{head}"deadline_at":{encode(deadline_at)},"input":{encoded}}}',
+            now,
+            deadline_at,
+        )
 
 
 def same_start(existing: SagaState, asked: SagaState) -> None:

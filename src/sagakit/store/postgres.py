@@ -154,19 +154,18 @@ WITH created AS (
     SELECT * FROM unnest($1::sagas[])
     ON CONFLICT (id) DO NOTHING
     RETURNING id
-), appended AS (
-    SELECT id, status, updated_at AS at, status IN {_TERMINAL} AS terminal
-    FROM unnest($2::sagas[])
+), known AS (
+    SELECT a.id, a.status, a.updated_at AS at, a.status IN {_TERMINAL} AS terminal,
+        s.status <> a.status AS changed
+    FROM unnest($2::sagas[]) AS a JOIN sagas AS s ON s.id = a.id
 ), updated AS (
     UPDATE sagas AS s SET status = u.status, updated_at = u.at,
         due_at = CASE WHEN u.terminal THEN NULL ELSE s.due_at END,
         lease_owner = CASE WHEN u.terminal THEN NULL ELSE s.lease_owner END,
         lease_expires = CASE WHEN u.terminal THEN NULL ELSE s.lease_expires END
-    FROM appended AS u
-    WHERE s.id = u.id AND s.status <> u.status
+    FROM known AS u
+    WHERE u.changed AND s.id = u.id AND s.status <> u.status
     RETURNING s.id
-), known AS (
-    SELECT s.id FROM appended AS u JOIN sagas AS s ON s.id = u.id
 ), logged AS (
     INSERT INTO saga_log (saga_id, seq, type, at, step, attempt, data)
     SELECT * FROM unnest($3::saga_log[]) AS l
@@ -185,7 +184,9 @@ changes are announced for the watched instances only, by ``sagakit_notify_watche
 
 A create whose id exists inserts nothing (``ON CONFLICT DO NOTHING``) and an append to an
 unknown id finds no row; their log rows are filtered out, and the two id arrays tell
-which writes took effect. A taken ``(saga_id, seq)`` fails the whole statement.
+which writes took effect. A taken ``(saga_id, seq)`` fails the whole statement. An
+append's row is looked up once (``known``), which says whether its status changes; only
+those rows are looked up again, to be updated.
 """
 
 _LOCK_IN_ORDER = "SELECT 1 FROM sagas WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
