@@ -103,7 +103,8 @@ def _on_postgres(quick: bool, baseline: pg_baseline.Baseline | None) -> postgres
             baseline, url, quick, workers, concurrency, path
         )
 
-    named = f"{baseline.ref} ({baseline.short})"
+    same = baseline.short.startswith(baseline.ref)  # the ref is the commit's short name
+    named = baseline.ref if same else f"{baseline.ref} ({baseline.short})"
     return asyncio.run(postgres.run_postgres(settings, beside, named))
 
 

@@ -407,9 +407,11 @@ def _mode(mode: Mode, width: int) -> str:
 
 def facts(results: PgResults) -> list[str]:
     settings = results.settings
+    ref = results.baseline.split()[0] if results.baseline else None
     lines = [
-        "- Command: `make bench` (installs `.[bench]`, then runs `.venv/bin/python -m "
-        "benchmarks`): these figures come from the same invocation as the tables above.",
+        f"- Command: `make bench{f' BASELINE={ref}' if ref else ''}` (installs `.[bench]`, then"
+        f" runs `.venv/bin/python -m benchmarks{f' --baseline {ref}' if ref else ''}`): these"
+        " figures come from the same invocation as the tables above.",
     ]
     server = results.facts
     if server is not None:

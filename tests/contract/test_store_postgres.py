@@ -21,7 +21,7 @@ import pytest
 from sagakit import SagaStatus, SchemaVersionError, StoreError, open_store
 from sagakit.errors import ConcurrentUpdateError, UnknownSagaError
 from sagakit.log import RecordType
-from sagakit.store import Store
+from sagakit.store import FirstCall, Store
 from sagakit.store._base import ANY_INSTANCE
 from sagakit.store._postgres_schema import CHANNEL, WORK_CHANNEL
 from sagakit.store.postgres import (
@@ -395,6 +395,42 @@ async def test_a_missing_driver_says_what_to_install(monkeypatch: pytest.MonkeyP
     monkeypatch.delitem(sys.modules, "sagakit.store.postgres")
     with pytest.raises(StoreError, match=r"pip install 'sagakit\[postgres\]'"):
         await open_store(f"{SERVER}?schema=unused")
+
+
+async def test_a_first_call_that_races_a_late_write_is_not_recorded(
+    url: str, admin: asyncpg.Connection[asyncpg.Record]
+) -> None:
+    """The lapsed holder of a lease writes the saga's first call while a claim would record
+    its own at that position: the claim waits for the holder's commit, then is made again
+    without recording calls, and returns the log with the holder's record in it."""
+    store = await open_store(url)
+    try:
+        await store.create(instance("raced")._replace(due_at=time.time() - 1), [started()])
+        head = '{"name":"contract","version":1,"steps":[],"deadline_at":null,"input":'
+        calls = {"contract@1": FirstCall(head, "charge", '{"holder":"w2"}')}
+        late = step_record(1, data='{"holder":"w1"}')
+        async with admin.transaction():
+            await admin.execute(
+                "INSERT INTO saga_log VALUES ($1, 1, $2, $3, $4, $5, $6)",
+                *("raced", late.type, late.at, late.step, late.attempt, late.data),
+            )
+            claim = asyncio.create_task(store.claim("w2", 10, 30.0, first_calls=calls))
+            await waiting_on_a_lock(admin, deadline=time.monotonic() + 10)
+        [claimed] = await claim
+        assert [r.data for r in claimed.records] == [started().data, late.data]
+        assert claimed == await store.load("raced")
+    finally:
+        await store.close()
+
+
+async def waiting_on_a_lock(conn: asyncpg.Connection[asyncpg.Record], deadline: float) -> None:
+    """Return once another session waits for a lock that ``conn``'s session holds."""
+    waits = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+    )
+    while not await conn.fetchval(waits):
+        assert time.monotonic() < deadline, "the claim never waited for the late write"
+        await asyncio.sleep(0.01)
 
 
 async def test_an_append_that_keeps_the_status_writes_only_log_rows(

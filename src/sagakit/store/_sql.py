@@ -30,8 +30,11 @@ Queued: TypeAlias = tuple[object, "asyncio.Future[Any]"]
 
 
 def log_rows(saga_id: str, records: Sequence[Record]) -> list[tuple[Any, ...]]:
-    """The ``saga_log`` rows of ``records``: ``(saga_id, seq, type, at, step, attempt, data)``."""
-    return [(saga_id, r.seq, r.type.value, r.at, r.step, r.attempt, r.data) for r in records]
+    """The ``saga_log`` rows of ``records``: ``(saga_id, seq, type, at, step, attempt, data)``.
+
+    The type is the member itself, a ``str`` to every driver: ``.value`` is a Python-level
+    property in CPython 3.11, read for every record a store writes."""
+    return [(saga_id, r.seq, r.type, r.at, r.step, r.attempt, r.data) for r in records]
 
 
 def record_of(row: Sequence[Any]) -> Record:
