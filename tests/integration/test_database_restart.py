@@ -333,6 +333,17 @@ async def _until_said(fleet: Fleet, text: str, before: list[int]) -> None:
             await asyncio.sleep(0.02)
 
 
+async def _until_back(fleet: Fleet) -> None:
+    """Until every outage a worker said began has been said to end: one still under way (a
+    worker waiting out its back-off after a restart) would take the crash for itself, and
+    its worker would not say it lost the database again."""
+    async with asyncio.timeout(60):
+        while True:
+            if fleet.said("database back after") == fleet.said("lost the database"):
+                return
+            await asyncio.sleep(0.02)
+
+
 async def _start(client: Client, numbers: range) -> list[str]:
     saga = definition()
     return [
@@ -362,6 +373,7 @@ async def test_a_fleet_rides_out_two_restarts_and_a_crash(
 
         await _until_terminal(store, SAGAS * 3 // 8)
         in_flight = SAGAS - await _patiently(lambda: _terminal(store))
+        await _until_back(workers)
         lost = workers.said("lost the database")
         await asyncio.to_thread(up.crash)
         await _until_said(workers, "lost the database", lost)  # every worker waits for it

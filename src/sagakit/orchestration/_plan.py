@@ -162,7 +162,7 @@ class Plan:
         """What :meth:`begin` records, as a new instance's row (due now) and its
         ``saga_started`` record, with no state folded: a client starting a saga for a
         worker to drive stores these two and reads nothing back."""
-        data, now = self._started(input, trace)[1:3]
+        _, data, now, _ = self._started(input, trace)
         return Journal.opening(saga_id, self.saga.name, self.saga.version, data, now)
 
     def _started(self, input: Any, trace: str | None) -> tuple[str, str, float, float | None]:
